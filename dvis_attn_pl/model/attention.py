@@ -3,8 +3,9 @@
 :class:`MultiheadAttention` holds exactly the state of ``torch.nn.MultiheadAttention`` with equal
 q/k/v widths (``in_proj_weight``, ``in_proj_bias``, ``out_proj.weight``, ``out_proj.bias``), takes
 the same ``(L, N, E)`` inputs (``batch_first=False``) and returns only the attended output. It runs
-``scaled_dot_product_attention`` (no weights materialised) unless a capture asks for its weights;
-then it computes them the way ``F.multi_head_attention_forward`` does and emits them.
+``scaled_dot_product_attention`` (no weights materialised); when a capture asks for its weights it
+also computes them the way ``F.multi_head_attention_forward`` does and emits them, leaving the
+output untouched.
 """
 
 from __future__ import annotations
@@ -86,16 +87,14 @@ class MultiheadAttention(CaptureSite):
         v = self._split_heads(F.linear(value, w_v, b_v))
         mask = self._combined_mask(attn_mask, key_padding_mask, batch, q_len, k_len, q.dtype)
         dropout = self.dropout if self.training else 0.0
-        if self.capture is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        if self.capture is not None:
+            # The weights are computed beside the fused output, exactly as F.multi_head_attention_forward
+            # computes them, so capturing never changes what the model predicts.
             scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)
             if mask is not None:
                 scores = scores + mask
             weights = scores.softmax(dim=-1)
-            if dropout:
-                weights = F.dropout(weights, p=dropout)
-            out = weights @ v
             self.emit({"weights": weights if self.capture.per_head else weights.mean(dim=1)})
         out = out.permute(2, 0, 1, 3).reshape(q_len, batch, embed)
         return self.out_proj(out)
