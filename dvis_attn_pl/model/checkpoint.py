@@ -1,0 +1,260 @@
+"""Reading model weights safely and loading them strictly.
+
+Formats: torch ``.pth``/``.pt`` files (a state dict, or a dict with the state dict under
+``"model"`` as detectron2 saves it), read with ``torch.load(weights_only=True)``; detectron2
+``.pkl`` weight files (a pickled dict of numpy arrays, maybe under ``"model"``), read by an
+unpickler that accepts numpy arrays and nothing else; ``.safetensors``. ``trust=True`` allows
+torch's full unpickler for ``.pth``/``.pt``/``.pkl`` files that hold other objects (only for files
+you trust: unpickling can run arbitrary code).
+
+Every failure is a one-line :class:`CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+MAX_NAMES = 5  # keys listed per category in a mismatch message
+_METADATA_KEYS = ("__author__", "matching_heuristics")
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint cannot be read or does not match the model."""
+
+
+# --------------------------------------------------------------------------------------------
+# .pkl: numpy-only unpickling
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The (module, name) pairs a pickled dict of numpy arrays needs, resolved once."""
+    names = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+    table: dict[tuple[str, str], object] = {}
+    for module, name in names:
+        try:
+            obj = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # numpy < 2 spells these numpy.core.*
+            obj = getattr(importlib.import_module(module.replace("numpy._core", "numpy.core")), name)
+        table[(module, name)] = obj
+        table[(module.replace("numpy._core", "numpy.core"), name)] = obj
+    table[("collections", "OrderedDict")] = OrderedDict
+    table[("_codecs", "encode")] = _latin1_encode  # protocol-2 pickles store bytes this way
+    return table
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected byte encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickler that builds only dicts, lists, scalars, strings and numpy arrays/dtypes."""
+
+    _allowed: dict[tuple[str, str], object] | None = None
+
+    def find_class(self, module: str, name: str):
+        if _NumpyUnpickler._allowed is None:
+            _NumpyUnpickler._allowed = _numpy_globals()
+        key = (module, name)
+        if key in self._allowed:
+            return self._allowed[key]
+        if module == "numpy.dtypes" and name.endswith("DType"):  # numpy >= 1.25 dtype classes
+            cls = getattr(importlib.import_module("numpy.dtypes"), name, None)
+            if isinstance(cls, type) and issubclass(cls, np.dtype):
+                return cls
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed (only numpy arrays are read from .pkl)")
+
+
+def _read_numpy_pickle(path: Path) -> object:
+    with open(path, "rb") as f:
+        return _NumpyUnpickler(f, encoding="latin1").load()
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def _fail(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path}: {problem}")
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an exception message, trimmed."""
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _torch_load(path: Path, trust: bool) -> object:
+    mmap = zipfile.is_zipfile(path)
+    if not mmap:
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                raise _fail(path, "is truncated or corrupt (a zip archive without its central directory)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if not trust and "weights_only" in str(exc).lower().replace(" ", "_"):
+            raise _fail(
+                path,
+                "holds pickled objects other than tensors, which are refused for safety "
+                "(pass --trust-checkpoint / trust=True only if you trust the file)",
+            ) from None
+        raise _fail(path, f"cannot be unpickled ({_short(exc)})") from None
+    except Exception as exc:  # torch raises many kinds on damaged files
+        raise _fail(path, f"is truncated or corrupt ({type(exc).__name__}: {_short(exc)})") from None
+
+
+def _read_trusted_pickle(path: Path) -> object:
+    """Full unpickling (arbitrary objects); only reached with ``trust=True``."""
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")  # the user vouched for this file
+    except Exception as exc:  # any failure of an arbitrary pickle
+        raise _fail(path, f"cannot be unpickled ({type(exc).__name__}: {_short(exc)})") from None
+
+
+def _read_pkl(path: Path, trust: bool) -> object:
+    if zipfile.is_zipfile(path):  # a torch file named .pkl
+        return _torch_load(path, trust)
+    try:
+        return _read_numpy_pickle(path)
+    except pickle.UnpicklingError as exc:
+        if "is not allowed" in str(exc):
+            if trust:
+                return _read_trusted_pickle(path)
+            raise _fail(
+                path,
+                f"holds pickled objects other than numpy arrays ({_short(exc)}); they are refused for safety "
+                "(pass --trust-checkpoint / trust=True only if you trust the file)",
+            ) from None
+        raise _fail(path, f"is truncated or corrupt ({_short(exc)})") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as exc:
+        raise _fail(path, f"is truncated or corrupt ({type(exc).__name__}: {_short(exc)})") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _fail(path, f"is truncated or corrupt ({_short(exc)})") from None
+
+
+def _to_tensor(path: Path, key: str, value: object) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray | np.generic):
+        array = np.asarray(value)
+        if array.dtype == object:
+            raise _fail(path, f"entry {key!r} is an object array, not numbers")
+        array = np.ascontiguousarray(array)
+        return torch.from_numpy(array if array.flags.writeable else array.copy())
+    raise _fail(path, f"entry {key!r} is a {type(value).__name__}, not a tensor")
+
+
+def _unwrap(path: Path, obj: object) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, top-level metadata) from a loaded checkpoint object."""
+    if not isinstance(obj, dict):
+        raise _fail(path, f"holds a {type(obj).__name__}, not a dict of tensors")
+    if isinstance(obj.get("model"), dict):
+        meta = {k: v for k, v in obj.items() if k != "model"}
+        obj = obj["model"]
+    else:  # weights at the top level, maybe next to detectron2's metadata entries
+        meta = {
+            k: obj[k]
+            for k in _METADATA_KEYS
+            if k in obj and not isinstance(obj[k], torch.Tensor | np.ndarray)
+        }
+        obj = {k: v for k, v in obj.items() if k not in meta}
+    state = {str(k): _to_tensor(path, str(k), v) for k, v in obj.items()}
+    return state, meta
+
+
+def _read(path: str | Path, trust: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "file not found" if not path.exists() else "not a file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return _read_safetensors(path), {}
+    obj = _read_pkl(path, trust) if suffix == ".pkl" else _torch_load(path, trust)
+    return _unwrap(path, obj)
+
+
+def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict stored in ``path`` (.pth/.pt, detectron2 .pkl or .safetensors) as CPU tensors."""
+    return _read(path, trust)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# strict loading
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_NAMES])
+    return shown + (f" ... and {len(keys) - MAX_NAMES} more" if len(keys) > MAX_NAMES else "")
+
+
+def mismatch_message(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
+    """A short description of how ``given`` differs from ``expected`` (None when they match)."""
+    missing = sorted(k for k in expected if k not in given)
+    unexpected = sorted(k for k in given if k not in expected)
+    wrong = sorted(k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape))
+    if not (missing or unexpected or wrong):
+        return None
+    parts = [f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} with a wrong shape"]
+    if missing:
+        parts.append(f"missing: {_names(missing)}")
+    if unexpected:
+        parts.append(f"unexpected: {_names(unexpected)}")
+    if wrong:
+        shapes = [f"{k} {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong]
+        parts.append(f"wrong shape: {_names(shapes)}")
+    return "; ".join(parts)
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, trust: bool = False) -> None:
+    """Load ``path`` into ``model`` strictly: every key present, no extra key, every shape equal.
+
+    Floating-point entries are cast to the dtype of the model's tensor. Non-persistent buffers
+    (``pixel_mean``/``pixel_std``) are not expected in the file.
+    """
+    state, meta = _read(path, trust)
+    expected = model.state_dict()
+    problem = mismatch_message(expected, state)
+    if problem:
+        hint = ""
+        if meta.get("matching_heuristics"):
+            hint = " (the file asks for detectron2's name-matching heuristics, which are not supported)"
+        raise CheckpointError(f"checkpoint {path} does not match the model: {problem}{hint}")
+    for key, target in expected.items():
+        value = state[key]
+        if value.is_floating_point() and target.is_floating_point() and value.dtype != target.dtype:
+            state[key] = value.to(target.dtype)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # e.g. a value that cannot be copied into its tensor
+        raise CheckpointError(f"checkpoint {path}: {_short(exc)}") from None
+
+
+__all__ = ["CheckpointError", "load_checkpoint", "mismatch_message", "read_state_dict"]
