@@ -1,0 +1,307 @@
+"""Command line: ``python -m dvis_attn_pl {test,predict,evaluate,analyze} ...``.
+
+This module only parses and checks arguments; each command's body is ``run_<command>(args)`` in
+``dvis_attn_pl.commands.<command>``, imported when the command runs (so ``--help`` stays fast).
+User mistakes (unknown flag, missing file, bad config) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError, one_line
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+PROG = "dvis_attn_pl"
+COMMANDS = ("test", "predict", "evaluate", "analyze")
+CAPTURE_PRESETS = ("none", "temporal", "decoder", "all")
+MODEL_SOURCES = ("native", "detectron2")
+DEFAULT_MODEL_CONFIG = "tiny_cpu"
+
+# (attribute, what it must be): paths checked before a command starts.
+_PATH_ARGS = (
+    ("ckpt", "file"),
+    ("model_config", "file"),
+    ("data", "file"),
+    ("frames", "dir"),
+    ("gt", "file"),
+    ("results", "file"),
+    ("run_dir", "dir"),
+)
+
+
+class _UsageError(Exception):
+    """An argument problem found by argparse or by the checks here; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one short line instead of usage + error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+_DESCRIPTION = """\
+Evaluate DVIS-DAQ video instance segmentation checkpoints (official code or the fish-dvis fork) with
+PyTorch Lightning, capture the model's attention while it runs, score the YouTube-VIS mask AP, and
+analyse what the model looked at. Each command has its own --help."""
+
+_TOP_EPILOG = """\
+commands:
+  test      inference + YTVIS metric + attention capture on a labelled video set
+  predict   inference + attention capture on unlabelled videos (no metric)
+  evaluate  the YTVIS metric on an existing results.json
+  analyze   summaries, plots and videos from a run directory
+
+examples:
+  python -m dvis_attn_pl test                       # embedded synthetic fish videos, tiny model
+  python -m dvis_attn_pl test --ckpt model_final.pth --model-config DAQ_Offline_VitAdapterL.yaml \\
+      --data valid.json --frames JPEGImages/ --out runs/vitl INPUT.MIN_SIZE_TEST 480
+  python -m dvis_attn_pl evaluate --gt valid.json --results runs/vitl/inference/results.json
+  python -m dvis_attn_pl analyze runs/vitl
+"""
+
+_TEST_DESCRIPTION = """\
+Run a DVIS-DAQ model over a YouTube-VIS video set with ground truth: write the predictions
+(results.json), score the YTVIS mask AP, and store the attention selected by --capture in the run
+directory (--out). With no arguments it generates a small deterministic synthetic fish-video set and
+runs the tiny CPU config (configs/tiny_cpu.yaml) with random weights, to show the whole pipeline.
+Trailing KEY VALUE pairs override the model config, as with the official tools; they go last."""
+
+_TEST_EPILOG = """\
+examples:
+  python -m dvis_attn_pl test
+  python -m dvis_attn_pl test --ckpt DAQ_Online_R50_ytvis19.pth \\
+      --model-config configs/dvis_daq_r50_online_ytvis19.yaml \\
+      --data ytvis_2019/valid.json --frames ytvis_2019/valid/JPEGImages --out runs/r50
+  python -m dvis_attn_pl test --ckpt fish.pth --model-config DAQ_Fishway_config_camera.yaml \\
+      --data fish/valid.json --frames fish/JPEGImages --devices 4 --accelerator gpu \\
+      --capture all MODEL.MASK_FORMER.TEST.WINDOW_SIZE 50
+"""
+
+_PREDICT_DESCRIPTION = """\
+Run a DVIS-DAQ model over videos without ground truth: write the predictions (results.json and the
+temporal results) and the attention selected by --capture into the run directory, with no metric.
+--data is a YouTube-VIS style json listing the videos and their frame files (annotations are not
+needed). Trailing KEY VALUE pairs override the model config; they go last."""
+
+_PREDICT_EPILOG = """\
+examples:
+  python -m dvis_attn_pl predict --ckpt fish.pth --model-config DAQ_Fishway_config_camera.yaml \\
+      --data unlabelled.json --frames frames/ --out runs/fish_predict
+  python -m dvis_attn_pl predict --max-videos 3 --capture decoder
+"""
+
+_EVALUATE_DESCRIPTION = """\
+Score existing predictions with the YouTube-VIS video mask AP (AP, AP50, AP75, APs, APm, APl, AR1,
+AR10 and per-category AP), computed as the official evaluator does. Reads only the two files: the
+ground-truth json and a results.json in the YTVIS result format (from this tool or the official code)."""
+
+_EVALUATE_EPILOG = """\
+examples:
+  python -m dvis_attn_pl evaluate --gt ytvis_2019/valid.json --results runs/r50/inference/results.json
+  python -m dvis_attn_pl evaluate --gt valid.json --results results.json --json > metrics.json
+"""
+
+_ANALYZE_DESCRIPTION = """\
+Turn a run directory written by test or predict into summaries, plots, attention videos and
+TensorBoard events (temporal attention, rollout, frame importance, decision analysis). It reads only
+the run directory, never the model, so it can run on another machine than the inference."""
+
+_ANALYZE_EPILOG = """\
+examples:
+  python -m dvis_attn_pl analyze runs/r50
+  tensorboard --logdir runs/r50
+"""
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags ``test`` and ``predict`` share."""
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--ckpt", metavar="PATH",
+        help="checkpoint (.pth with or without a 'model' key, detectron2 .pkl, .safetensors); "
+        "loaded strictly. Without it the model has random weights",
+    )
+    model.add_argument(
+        "--model-config", metavar="PATH",
+        help="official DVIS-DAQ / fish-dvis YAML config (its _BASE_ chain is followed) or the name of "
+        f"a config in configs/; default: {DEFAULT_MODEL_CONFIG} when neither --ckpt nor this is given",
+    )
+    model.add_argument(
+        "--model-source", choices=MODEL_SOURCES, default="native",
+        help="native: this package's re-implementation (default); detectron2: build your own "
+        "DVIS-DAQ code through detectron2's registry (needs detectron2 and that code importable)",
+    )
+    model.add_argument(
+        "--trust-checkpoint", action="store_true",
+        help="allow a checkpoint that needs full unpickling (runs code from the file: only for "
+        "files you trust); by default checkpoints load with weights_only",
+    )
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--data", metavar="JSON", help="YouTube-VIS json of the videos; default: the embedded synthetic set")
+    data.add_argument("--frames", metavar="DIR", help="folder holding the frame files named in --data")
+    data.add_argument("--out", metavar="DIR", help="run directory; default: runs/<timestamp>-<command>")
+    data.add_argument("--max-videos", metavar="N", type=_positive_int, help="only the first N videos")
+    data.add_argument(
+        "--capture", metavar="PRESET", choices=CAPTURE_PRESETS, default="temporal",
+        help="attention to keep: none, temporal (refiner time attention and pooling weights; default), "
+        "decoder (adds segmenter decoder and tracker attention), all (every attention site)",
+    )
+    hw = parser.add_argument_group("hardware (Lightning Trainer)")
+    hw.add_argument("--devices", default="auto", help="devices per node: N, a list like 0,1, or auto (default)")
+    hw.add_argument("--accelerator", default="auto", help="cpu, gpu, cuda, mps or auto (default)")
+    hw.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp; default auto")
+    hw.add_argument(
+        "--precision", default="32-true",
+        help="Lightning precision: 32-true (default), 16-mixed (like the official fp16 autocast eval), bf16-mixed",
+    )
+    hw.add_argument("--num-nodes", metavar="N", type=_positive_int, default=1, help="number of nodes (default 1)")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+        help="config overrides, e.g. INPUT.MIN_SIZE_TEST 360 MODEL.VIDEO_HEAD.OFFLINE_TOPK_NUM 20 (last on the line)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (top level + the four subcommands)."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog=PROG, description=_DESCRIPTION, epilog=_TOP_EPILOG, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description, epilog=epilog, formatter_class=formatter)
+
+    _add_run_flags(add("test", "inference + metric + attention on a labelled set", _TEST_DESCRIPTION, _TEST_EPILOG))
+    _add_run_flags(add("predict", "inference + attention, no metric", _PREDICT_DESCRIPTION, _PREDICT_EPILOG))
+
+    evaluate = add("evaluate", "YTVIS metric on existing files", _EVALUATE_DESCRIPTION, _EVALUATE_EPILOG)
+    evaluate.add_argument("--gt", metavar="JSON", required=True, help="ground-truth YouTube-VIS json")
+    evaluate.add_argument("--results", metavar="JSON", required=True, help="predictions in the YTVIS results format")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+
+    analyze = add("analyze", "summaries, plots and videos from a run", _ANALYZE_DESCRIPTION, _ANALYZE_EPILOG)
+    analyze.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by test or predict")
+    return parser
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Every path argument given must exist and be of the right kind."""
+    for attr, kind in _PATH_ARGS:
+        value = getattr(args, attr, None)
+        if not value:
+            continue
+        path = Path(value)
+        if not path.exists():
+            raise _UsageError(f"{PROG}: error: {value}: no such {'directory' if kind == 'dir' else 'file'}")
+        if kind == "file" and path.is_dir():
+            raise _UsageError(f"{PROG}: error: {value}: is a directory, expected a file")
+        if kind == "dir" and not path.is_dir():
+            raise _UsageError(f"{PROG}: error: {value}: is a file, expected a directory")
+
+
+def _resolve_model_config(args: argparse.Namespace) -> None:
+    """Bundled config names -> paths; the tiny default when neither --ckpt nor a config is given."""
+    from .config import available_configs, config_path
+
+    value = args.model_config
+    if value is None:
+        if not args.ckpt:
+            try:
+                args.model_config = str(config_path(DEFAULT_MODEL_CONFIG))
+            except UserError:
+                pass  # not in a source checkout: the command reports what is missing
+        return
+    stem = value[: -len(".yaml")] if value.endswith(".yaml") else value
+    if not Path(value).exists() and stem in available_configs():
+        args.model_config = str(config_path(stem))
+
+
+def _check_overrides(args: argparse.Namespace) -> None:
+    opts = list(getattr(args, "opts", None) or [])
+    flags = [t for t in opts if t.startswith("--")]
+    if flags:
+        raise _UsageError(
+            f"{PROG} {args.command}: error: option {flags[0]} comes after the KEY VALUE overrides; "
+            "put options first"
+        )
+    if len(opts) % 2:
+        raise _UsageError(
+            f"{PROG} {args.command}: error: overrides must be KEY VALUE pairs; got an odd number of "
+            f"tokens ({len(opts)}), last: {opts[-1]}"
+        )
+
+
+def _validate_config(args: argparse.Namespace) -> None:
+    """Load the model config with its overrides now, so a bad key fails before any heavy work."""
+    if args.model_config and args.model_source == "native":
+        from .config import load_config
+
+        load_config(args.model_config, overrides=list(args.opts or []))
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    if args.command in ("test", "predict"):
+        _check_overrides(args)
+        _resolve_model_config(args)
+    _check_paths(args)
+    if args.command in ("test", "predict"):
+        _validate_config(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"{__package__}.commands.{args.command}")
+    run = getattr(module, f"run_{args.command}")
+    try:
+        code = run(args)
+    except NotImplementedError as exc:
+        detail = f" ({one_line(str(exc))})" if str(exc) else ""
+        print(f"{PROG}: error: '{args.command}' is not available yet{detail}", file=sys.stderr)
+        return 2
+    return 0 if code is None else int(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        if args.command is None:
+            raise _UsageError(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
+        _prepare(args)
+        return _dispatch(args)
+    except SystemExit as exc:  # --help / --version, or a command that exits itself
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(one_line(str(exc.code)), file=sys.stderr)
+        return 1
+    except _UsageError as exc:
+        print(one_line(str(exc)), file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
