@@ -468,7 +468,7 @@ def test_tiny_cpu_values():
     assert (m.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS, m.MASK_FORMER.DEC_LAYERS) == (2, 4)
     assert (m.TRACKER.DECODER_LAYERS, m.REFINER.DECODER_LAYERS) == (2, 2)
     assert m.MASK_FORMER.NUM_OBJECT_QUERIES == m.VIDEO_HEAD.NUM_NEW_INS == 10
-    assert m.SEM_SEG_HEAD.NUM_CLASSES == 4 and cfg.INPUT.MIN_SIZE_TEST == 160
+    assert m.SEM_SEG_HEAD.NUM_CLASSES == 5 and cfg.INPUT.MIN_SIZE_TEST == 160
     assert m.VIDEO_HEAD.USE_LOCAL_ATTN is True and m.VIDEO_HEAD.OFFLINE_TOPK_NUM == 10
     assert m.MASK_FORMER.TEST.MAX_NUM == 10 and m.COMPAT == "official" and m.WEIGHTS == ""
 

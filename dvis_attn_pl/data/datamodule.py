@@ -1,0 +1,113 @@
+"""``YTVISDataModule``: the test / predict DataLoaders, one video per batch.
+
+A batch is ``[item]`` (the official ``batched_inputs`` list of one video dict, see
+:mod:`dvis_attn_pl.data.dataset`). Under DDP every rank gets its own
+:class:`~dvis_attn_pl.data.sampler.VideoDistributedSampler` (world size and rank read from the
+attached Trainer when the loader is built), so each video is evaluated exactly once.
+
+Build the Trainer with ``use_distributed_sampler=False``: Lightning must not replace the sampler
+(it would pad with duplicate videos). The sampler subclasses ``DistributedSampler`` as a second
+guard, which Lightning leaves untouched, but the flag states the intent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from .dataset import YTVISVideoDataset
+from .sampler import VideoDistributedSampler
+
+__all__ = ["YTVISDataModule", "collate_videos"]
+
+
+def collate_videos(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The official batch format: the list of video dicts, untouched (batch size 1 in practice)."""
+    return list(batch)
+
+
+class YTVISDataModule(L.LightningDataModule):
+    """Test/predict data for a YTVIS-format json and frame folder.
+
+    Args:
+        json_path, frames_root, cfg: as :class:`YTVISVideoDataset` (ignored when ``dataset`` is given).
+        num_workers: DataLoader worker processes (0: load in the main process).
+        balance: ``"count"`` or ``"frames"`` (see :mod:`dvis_attn_pl.data.sampler`).
+        eager: decode all frames of a video in the loader (worker) instead of lazily in the step.
+        check_frames: check every frame's header when an item is built.
+        dataset: an already built dataset (e.g. :meth:`YTVISVideoDataset.from_arrays`).
+    """
+
+    def __init__(
+        self,
+        json_path: str | Path | None = None,
+        frames_root: str | Path | None = None,
+        cfg: Any = None,
+        *,
+        num_workers: int = 0,
+        balance: str = "count",
+        eager: bool = False,
+        check_frames: bool = True,
+        dataset: YTVISVideoDataset | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset is None and (json_path is None or frames_root is None):
+            raise ValueError("YTVISDataModule needs json_path and frames_root, or a dataset")
+        if balance not in ("count", "frames"):
+            raise ValueError(f"balance must be 'count' or 'frames', got {balance!r}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.json_path = json_path
+        self.frames_root = frames_root
+        self.cfg = cfg
+        self.num_workers = int(num_workers)
+        self.balance = balance
+        self.eager = eager
+        self.check_frames = check_frames
+        self.dataset = dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and validate the json (once)."""
+        if self.dataset is None:
+            self.dataset = YTVISVideoDataset(
+                self.json_path, self.frames_root, self.cfg, eager=self.eager, check_frames=self.check_frames
+            )
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        self.setup()
+        return self.dataset.metadata
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def sampler(self) -> VideoDistributedSampler:
+        """This rank's sampler (world size / rank from the attached Trainer, else 1 / 0)."""
+        self.setup()
+        world, rank = self._world()
+        lengths = self.dataset.video_lengths if self.balance == "frames" else None
+        return VideoDistributedSampler(len(self.dataset), world, rank, balance=self.balance, lengths=lengths)
+
+    def _loader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            self.dataset,
+            batch_size=1,
+            shuffle=False,
+            sampler=self.sampler(),
+            collate_fn=collate_videos,
+            num_workers=self.num_workers,
+            pin_memory=False,
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()

@@ -1,0 +1,259 @@
+"""Video frames, decoded lazily.
+
+Memory choice: a dataset item's ``image`` is a :class:`LazyFrames`, a read-only sequence that
+holds only file paths (or a reference to in-memory arrays) and the test-time resize. Indexing
+decodes one frame and resizes it to a (3, h, w) uint8 tensor; nothing is cached, so a 300-frame
+video costs nothing until the model asks for a window, and then only that window's uint8 frames
+(e.g. 5 x 3 x 480 x 854 bytes = 6 MB) before the model normalises them. Slicing returns another
+lazy view. ``torch.stack(list(frames[s:e]))`` gives one window. The price: a frame read twice is
+decoded twice, and decoding runs in the process that indexes (the training-step process, not a
+DataLoader worker). :meth:`LazyFrames.materialize` (or ``eager=True`` in the dataset) decodes
+everything at once (in the worker) when that trade is better: T x 3 x h x w bytes per video.
+
+Errors are :class:`FrameError` (a ``ValueError``) with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "FrameError",
+    "resolve_frame_path",
+    "read_frame",
+    "read_frame_size",
+    "FrameSource",
+    "FileFrames",
+    "ArrayFrames",
+    "LazyFrames",
+]
+
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+class FrameError(ValueError):
+    """A frame file is missing, empty, corrupt, of the wrong size, or outside the frames root."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+def resolve_frame_path(root: str | Path, name: str) -> Path:
+    """``root / name``, refusing names that are absolute or lead out of ``root`` (checked lexically).
+
+    Symbolic links inside ``root`` are followed as the user set them up.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise FrameError(f"{root}: invalid frame file name {name!r}")
+    if (
+        PurePosixPath(name).is_absolute()
+        or PureWindowsPath(name).is_absolute()
+        or PureWindowsPath(name).drive
+    ):
+        raise FrameError(f"{name}: absolute frame file names are refused (they must be relative to {root})")
+    normalised = os.path.normpath(name.replace("\\", "/"))
+    if normalised == ".." or normalised.startswith("../") or normalised.startswith("/"):
+        raise FrameError(f"{name}: frame file name leads outside the frames root {root}")
+    return Path(root) / normalised
+
+
+def _check_file(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise FrameError(f"{path}: frame file not found") from None
+    except OSError as exc:
+        raise FrameError(f"{path}: cannot access frame file ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise FrameError(f"{path}: frame path is not a file")
+    if size == 0:
+        raise FrameError(f"{path}: frame file is empty (0 bytes)")
+
+
+def read_frame(path: str | Path) -> np.ndarray:
+    """Decode an image file to an (h, w, 3) uint8 RGB array (EXIF orientation applied)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            rgb = img.convert("RGB")
+            return np.asarray(rgb)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise FrameError(f"{path}: cannot decode frame ({type(exc).__name__}: {exc})") from None
+
+
+def read_frame_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` after EXIF orientation, from the file header only (no pixel decode)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise FrameError(f"{path}: cannot read frame header ({type(exc).__name__}: {exc})") from None
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    return height, width
+
+
+class FrameSource(Protocol):
+    """Where one video's frames come from."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> np.ndarray:
+        """Frame ``index`` as an (h, w, 3) uint8 RGB array."""
+        ...
+
+    def name(self, index: int) -> str:
+        """How error messages name frame ``index``."""
+        ...
+
+    def size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of frame ``index`` without decoding its pixels."""
+        ...
+
+
+class FileFrames:
+    """Frames stored as image files."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> np.ndarray:
+        return read_frame(self.paths[index])
+
+    def name(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def size(self, index: int) -> tuple[int, int]:
+        return read_frame_size(self.paths[index])
+
+
+class ArrayFrames:
+    """Frames already in memory: a (T, h, w, 3) uint8 RGB array or a list of (h, w, 3) arrays."""
+
+    def __init__(
+        self, frames: np.ndarray | torch.Tensor | Sequence[np.ndarray], label: str = "<memory>"
+    ) -> None:
+        if isinstance(frames, torch.Tensor):
+            frames = frames.numpy()
+        self.frames = list(frames)
+        self.label = label
+        for i, f in enumerate(self.frames):
+            if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+                raise FrameError(
+                    f"{self.name(i)}: expected an (h, w, 3) uint8 RGB array, got {f.dtype} {f.shape}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def load(self, index: int) -> np.ndarray:
+        return self.frames[index]
+
+    def name(self, index: int) -> str:
+        return f"{self.label}[{index}]"
+
+    def size(self, index: int) -> tuple[int, int]:
+        return tuple(self.frames[index].shape[:2])
+
+
+class _Counter:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class LazyFrames(Sequence[torch.Tensor]):
+    """A video's frames as a read-only sequence of (3, h, w) uint8 tensors, decoded on access.
+
+    ``expected_hw`` (the json's height, width) is checked on every decode, so frames of different
+    sizes in one video, or a frame that disagrees with the json, raise :class:`FrameError`.
+    ``decode_count`` counts decodes across this object and every slice taken from it.
+    """
+
+    def __init__(
+        self,
+        source: FrameSource,
+        transform: Callable[[np.ndarray], torch.Tensor] | None = None,
+        expected_hw: tuple[int, int] | None = None,
+        indices: range | None = None,
+        _counter: _Counter | None = None,
+    ) -> None:
+        self.source = source
+        self.transform = transform
+        self.expected_hw = None if expected_hw is None else (int(expected_hw[0]), int(expected_hw[1]))
+        self.indices = range(len(source)) if indices is None else indices
+        self._counter = _counter or _Counter()
+
+    @property
+    def decode_count(self) -> int:
+        return self._counter.value
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """``(h, w)`` of every tensor this yields, known without decoding (``None`` if it cannot be)."""
+        if self.expected_hw is None:
+            return None
+        if self.transform is None:
+            return self.expected_hw
+        output_shape = getattr(self.transform, "output_shape", None)
+        return None if output_shape is None else tuple(output_shape(*self.expected_hw))
+
+    def __repr__(self) -> str:
+        return f"LazyFrames(len={len(self)}, expected_hw={self.expected_hw})"
+
+    def __getitem__(self, key):  # int -> Tensor, slice -> LazyFrames
+        if isinstance(key, slice):
+            return LazyFrames(self.source, self.transform, self.expected_hw, self.indices[key], self._counter)
+        return self._decode(self.indices[int(key)])
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for i in self.indices:
+            yield self._decode(i)
+
+    def _decode(self, index: int) -> torch.Tensor:
+        image = self.source.load(index)
+        self._counter.value += 1
+        self._check_size(index, tuple(image.shape[:2]))
+        if self.transform is not None:
+            return self.transform(image)
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+    def _check_size(self, index: int, hw: tuple[int, int]) -> None:
+        if self.expected_hw is not None and hw != self.expected_hw:
+            raise FrameError(
+                f"{self.source.name(index)}: frame is {hw[1]}x{hw[0]} (WxH) but the video is "
+                f"{self.expected_hw[1]}x{self.expected_hw[0]}; all frames of a video must have the json's size"
+            )
+
+    def check_headers(self) -> None:
+        """Check every frame exists, is non-empty and has the expected size, reading headers only."""
+        for i in self.indices:
+            self._check_size(i, tuple(self.source.size(i)))
+
+    def materialize(self) -> list[torch.Tensor]:
+        """Decode every frame now: a list of (3, h, w) uint8 tensors."""
+        return list(self)
+
+    def stack(self) -> torch.Tensor:
+        """Decode every frame now: a (T, 3, h, w) uint8 tensor."""
+        return torch.stack(self.materialize()) if len(self) else torch.empty(0, 3, 0, 0, dtype=torch.uint8)

@@ -1,0 +1,201 @@
+"""YTVIS json reader: records, category mapping, unlabelled sets, one-line validation errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from dvis_attn_pl.data.dataset import annotation_to_gt
+from dvis_attn_pl.data.rle import decode_rle, to_compressed_rle
+from dvis_attn_pl.data.ytvis_json import YTVISFormatError, load_ytvis_json, parse_ytvis
+
+
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": list(rle["size"]), "counts": rle["counts"].decode()}
+
+
+def _valid() -> dict:
+    m = np.zeros((4, 6), dtype=bool)
+    m[1:3, 2:5] = True
+    return {
+        "videos": [
+            {"id": 7, "height": 4, "width": 6, "length": 2, "file_names": ["b/0.jpg", "b/1.jpg"]},
+            {"id": 3, "height": 4, "width": 6, "length": 1, "file_names": ["a/0.jpg"]},
+        ],
+        "categories": [{"id": 9, "name": "trout"}, {"id": 2, "name": "salmon", "cue": "motion"}],
+        "annotations": [
+            {
+                "id": 5,
+                "video_id": 7,
+                "category_id": 9,
+                "iscrowd": 0,
+                "segmentations": [_rle(m), None],
+                "areas": [6, None],
+                "bboxes": [[2, 1, 3, 2], None],
+            },
+            {
+                "id": 1,
+                "video_id": 3,
+                "category_id": 2,
+                "segmentations": [[[2.0, 1.0, 5.0, 1.0, 5.0, 3.0, 2.0, 3.0]]],
+            },
+        ],
+    }
+
+
+def _write(tmp_path, obj, name="gt.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_records_sorted_and_category_mapping(tmp_path):
+    data = load_ytvis_json(_write(tmp_path, _valid()))
+    assert [v.id for v in data.videos] == [3, 7]
+    assert data.videos[1].file_names == ("b/0.jpg", "b/1.jpg")
+    assert [c.id for c in data.categories] == [2, 9]
+    assert data.dataset_id_to_contiguous == {2: 0, 9: 1}
+    assert data.contiguous_to_dataset_id == [2, 9]
+    assert data.thing_classes == ["salmon", "trout"]
+    assert data.categories[0].extra == {"cue": "motion"}
+    assert [a.id for a in data.annotations] == [1, 5]
+    by_video = data.annotations_by_video()
+    assert [a.id for a in by_video[7]] == [5] and [a.id for a in by_video[3]] == [1]
+    assert data.annotations[0].iscrowd == 0  # default when missing
+
+
+def test_ground_truth_form(tmp_path):
+    data = load_ytvis_json(_write(tmp_path, _valid()))
+    gt = annotation_to_gt(data.annotations[1], data.video(7))
+    assert gt["category_id"] == 9 and gt["id"] == 5
+    assert gt["segmentations"][1] is None and gt["areas"] == [6.0, None]
+    assert isinstance(gt["segmentations"][0]["counts"], str)
+    assert decode_rle(gt["segmentations"][0]).sum() == 6
+    # polygons are rasterised at the video size, areas computed when the json has none
+    poly = annotation_to_gt(data.annotations[0], data.video(3))
+    assert poly["areas"][0] == decode_rle(poly["segmentations"][0]).sum() > 0
+    assert poly["bboxes"][0] is not None
+
+
+def test_uncompressed_rle_is_compressed():
+    m = np.zeros((5, 4), dtype=bool)
+    m[1:4, 1] = True
+    flat = m.flatten(order="F").astype(np.uint8)
+    runs, current, count = [], 0, 0
+    for v in flat:  # build the uncompressed counts the slow way, as YTVIS releases store them
+        if v == current:
+            count += 1
+        else:
+            runs.append(count)
+            current, count = v, 1
+    runs.append(count)
+    rle = to_compressed_rle({"size": [5, 4], "counts": runs}, 5, 4)
+    assert isinstance(rle["counts"], str)
+    assert np.array_equal(decode_rle(rle), m)
+    assert to_compressed_rle(None, 5, 4) is None and to_compressed_rle([], 5, 4) is None
+
+
+@pytest.mark.parametrize("key", ["absent", "null"])
+def test_unlabelled(tmp_path, key):
+    obj = _valid()
+    if key == "absent":
+        del obj["annotations"]
+    else:
+        obj["annotations"] = None
+    data = load_ytvis_json(_write(tmp_path, obj))
+    assert data.annotations is None and not data.has_annotations
+    assert data.annotations_by_video() == {3: [], 7: []}
+
+
+def test_length_defaults_to_file_names():
+    obj = _valid()
+    del obj["videos"][0]["length"]
+    assert parse_ytvis(obj).video(7).length == 2
+
+
+def _mutate(fn):
+    obj = copy.deepcopy(_valid())
+    fn(obj)
+    return obj
+
+
+CASES = {
+    "not json": (None, "not valid JSON"),
+    "no videos": (lambda o: o.pop("videos"), "missing field 'videos'"),
+    "no categories": (lambda o: o.pop("categories"), "missing field 'categories'"),
+    "video id missing": (lambda o: o["videos"][0].pop("id"), "videos[0]: missing field 'id'"),
+    "height missing": (lambda o: o["videos"][0].pop("height"), "videos[0] (id 7): missing field 'height'"),
+    "width missing": (lambda o: o["videos"][1].pop("width"), "videos[1] (id 3): missing field 'width'"),
+    "file_names missing": (lambda o: o["videos"][0].pop("file_names"), "missing field 'file_names'"),
+    "duplicate video": (lambda o: o["videos"][1].update(id=7), "duplicate video id 7"),
+    "length mismatch": (
+        lambda o: o["videos"][0].update(length=3),
+        "file_names has 2 entries but length is 3",
+    ),
+    "bad height": (lambda o: o["videos"][0].update(height="4"), "field 'height' must be an integer"),
+    "duplicate category": (lambda o: o["categories"][1].update(id=9), "duplicate category id 9"),
+    "category name missing": (lambda o: o["categories"][0].pop("name"), "missing field 'name'"),
+    "duplicate annotation": (lambda o: o["annotations"][1].update(id=5), "duplicate annotation id 5"),
+    "unknown video": (lambda o: o["annotations"][0].update(video_id=99), "video_id 99 is not a video"),
+    "unknown category": (
+        lambda o: o["annotations"][0].update(category_id=4),
+        "category_id 4 is not in categories",
+    ),
+    "segmentations length": (
+        lambda o: o["annotations"][0]["segmentations"].append(None),
+        "'segmentations' has 3 entries but the video has 2 frames",
+    ),
+    "segmentations missing": (
+        lambda o: o["annotations"][0].pop("segmentations"),
+        "missing field 'segmentations'",
+    ),
+    "areas length": (lambda o: o["annotations"][0].update(areas=[1]), "'areas' has 1 entries"),
+    "rle size": (
+        lambda o: o["annotations"][0]["segmentations"][0].update(size=[5, 6]),
+        "has size [5, 6] but the video is [4, 6]",
+    ),
+    "annotations not a list": (
+        lambda o: o.update(annotations={"a": 1}),
+        "field 'annotations' must be a list",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_validation_errors_are_one_line_and_name_the_file(tmp_path, name):
+    fn, expected = CASES[name]
+    path = tmp_path / "bad.json"
+    if fn is None:
+        path.write_text('{"videos": [')
+    else:
+        path.write_text(json.dumps(_mutate(fn)))
+    with pytest.raises(YTVISFormatError) as info:
+        load_ytvis_json(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path) + ": "), message
+    assert expected in message, message
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(YTVISFormatError, match="file not found") as info:
+        load_ytvis_json(tmp_path / "nope.json")
+    assert str(tmp_path / "nope.json") in str(info.value)
+
+
+def test_empty_entries_mean_absent(tmp_path):
+    obj = _valid()
+    obj["annotations"][0]["segmentations"] = [{}, []]
+    obj["annotations"][0].pop("areas")
+    obj["annotations"][0].pop("bboxes")
+    data = load_ytvis_json(_write(tmp_path, obj))
+    gt = annotation_to_gt(data.annotations[1], data.video(7))
+    assert (
+        gt["segmentations"] == [None, None] and gt["areas"] == [None, None] and gt["bboxes"] == [None, None]
+    )
