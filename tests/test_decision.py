@@ -48,3 +48,25 @@ def test_prefix_lengths():
     assert prefix_lengths(10, (0.25, 0.5, 1.0)) == [3, 5, 10]
     assert prefix_lengths(1, (0.1, 1.0)) == [1, 1]
     assert prefix_lengths(7, (0.5,)) == [4]
+
+
+def test_model_prefix_posterior_ends_at_the_final_scores():
+    """After all frames, the prefix posterior is exactly what the model scored (online and offline)."""
+    import pytest
+
+    from dvis_attn_pl import build_model
+    from dvis_attn_pl.analysis.decision import foreground_probs
+    from tests.golden import golden_case
+
+    for name in ("r50_online_tiny", "r50_offline_tiny"):
+        case = golden_case(name)
+        model = build_model(case.cfg)
+        model.load_state_dict(case.state_dict, strict=True)
+        with torch.no_grad():
+            out = model(case.batched_inputs(0))
+        info = model.last_inference
+        rows = torch.tensor([p.row for p in info.predictions])
+        labels = torch.tensor(out["pred_labels"])
+        final = foreground_probs(info.prefix_logits[rows, -1])[torch.arange(len(rows)), labels]
+        assert final.tolist() == pytest.approx(out["pred_scores"], abs=1e-6)
+        assert info.prefix_logits.shape[1] == len(case.batched_inputs(0)[0]["image"])

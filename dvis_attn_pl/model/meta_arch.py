@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..analysis.decision import mean_prefix_logits
 from ..data.transforms import normalize_and_pad
 from .backbone.base import build_backbone
 from .capture import CaptureContext
@@ -213,6 +214,7 @@ class LastInference:
     output_size: tuple[int, int]  # original (H, W)
     predictions: list[PredictionSource] = field(default_factory=list)
     row_seq_ids: list[int] = field(default_factory=list)  # sequence id of every instance row
+    prefix_logits: torch.Tensor | None = None  # (rows, T, K+1) class logits after the first k frames
     tracker_rows: list[tuple[int, list[int]]] = field(default_factory=list)  # per tracker frame:
     # the sequence id each query row was assigned after that frame's decisions (-1: none)
 
@@ -357,6 +359,8 @@ class DVISDAQOnline(nn.Module):
                 device=self.device,
             )
             info.predictions = prediction_sources(collected, top.rows.cpu())
+            frame_logits, stored = collected.frame_logits()
+            info.prefix_logits = mean_prefix_logits(frame_logits, stored)
         self.tracker.end_call()
         self.last_inference = info
         return output

@@ -346,6 +346,20 @@ class CollectedSequences:
             stored, valid = stored[expand], valid[expand]
         return stored, valid
 
+    def frame_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, stored)``: (n, T, K+1) float32 per-frame tracker logits on the host (0 where a
+        row stored nothing) and the (n, T) bool table of stored frames, rows in creation order."""
+        lookup, n, _ = self._lookup(None)
+        k1 = self.records[0].logits.shape[-1] if self.records else 1
+        out = torch.zeros((n, self.num_frames, k1), dtype=torch.float32)
+        stored = torch.zeros((n, self.num_frames), dtype=torch.bool)
+        for rec in self.records:
+            pos = lookup[rec.seq_ids]
+            sel = pos >= 0
+            out[pos[sel], rec.frame - self.first_frame] = rec.logits[sel.to(rec.logits.device)].float().cpu()
+            stored[pos[sel], rec.frame - self.first_frame] = True
+        return out, stored
+
     def embeds(self) -> torch.Tensor:
         """(n, T, C) last-layer tracker outputs per frame; frames a sequence did not store hold its
         final similarity-guided position (the official refiner padding)."""
