@@ -1,10 +1,12 @@
-"""``python -m dvis_attn_pl predict``: placeholder until the command is implemented."""
+"""``python -m dvis_attn_pl predict``: inference and attention capture on unlabelled videos."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def run_predict(args: argparse.Namespace) -> int | None:
-    """Run the ``predict`` command with the parsed arguments; returns the exit status (None = 0)."""
-    raise NotImplementedError
+def run_predict(args: argparse.Namespace) -> int:
+    """Run the ``predict`` command with the parsed arguments; returns the exit status."""
+    from ..runner import execute
+
+    return execute(args, "predict")

@@ -1,10 +1,12 @@
-"""``python -m dvis_attn_pl test``: placeholder until the command is implemented."""
+"""``python -m dvis_attn_pl test``: inference, YTVIS metric and attention capture on a labelled set."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def run_test(args: argparse.Namespace) -> int | None:
-    """Run the ``test`` command with the parsed arguments; returns the exit status (None = 0)."""
-    raise NotImplementedError
+def run_test(args: argparse.Namespace) -> int:
+    """Run the ``test`` command with the parsed arguments; returns the exit status."""
+    from ..runner import execute
+
+    return execute(args, "test")

@@ -1,0 +1,100 @@
+"""PredictionWriter: per-video result files, merged on rank 0 into the run's ``inference/`` files.
+
+Every rank writes one small JSON part per finished video (``inference/parts/<video_id>.json``,
+written atomically); at the end of the loop rank 0 merges all parts, in video-id order, into
+
+- ``results.json``: YTVIS result records (dataset category ids), the official format;
+- ``results_temporal.json``: each record plus its refiner id, tracker sequence id, the frames where
+  the instance is present, and the class posterior as frames accumulate;
+- ``results_temporal_summary.json``: refiner ids overall and per video;
+- ``image_dimensions.json``: per video the original, resized and padded sizes and feature grids.
+
+Because parts are keyed by video and merged in a fixed order, a run on N processes writes the
+same files as a run on one, and a resumed run can tell which videos are complete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from dvis_attn_pl.io_utils import atomic_write_json, safe_name
+
+
+class PredictionWriter(Callback):
+    """Writes results per video during the loop and merges them on rank 0 at its end."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.inference_dir = Path(run_dir) / "inference"
+        self.parts_dir = self.inference_dir / "parts"
+
+    def part_path(self, video_id) -> Path:
+        return self.parts_dir / f"{safe_name(video_id)}.json"
+
+    def completed_videos(self) -> set[str]:
+        """Video ids (as file-name strings) whose part file exists."""
+        if not self.parts_dir.is_dir():
+            return set()
+        return {p.stem for p in self.parts_dir.glob("*.json")}
+
+    def _write(self, result) -> None:
+        atomic_write_json(
+            self.part_path(result.video_id),
+            {
+                "video_id": result.video_id,
+                "num_frames": result.num_frames,
+                "records": result.records,
+                "temporal": result.temporal,
+                "dimensions": result.dimensions,
+            },
+        )
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._write(outputs)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._write(outputs)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._finish(trainer)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._finish(trainer)
+
+    def _finish(self, trainer: L.Trainer) -> None:
+        trainer.strategy.barrier("prediction_writer_merge")
+        if trainer.is_global_zero:
+            merge_parts(self.parts_dir, self.inference_dir)
+        trainer.strategy.barrier("prediction_writer_merged")
+
+
+def _video_sort_key(part: dict):
+    vid = part["video_id"]
+    return (0, vid, "") if isinstance(vid, int) else (1, 0, str(vid))
+
+
+def merge_parts(parts_dir: Path, inference_dir: Path) -> dict:
+    """Merge every part in ``parts_dir`` into the run's inference files; returns a small summary."""
+    parts = [json.loads(p.read_text()) for p in sorted(Path(parts_dir).glob("*.json"))]
+    parts.sort(key=_video_sort_key)
+    results, temporal, dims, per_video = [], [], {}, {}
+    for part in parts:
+        results.extend(part["records"])
+        for record, extra in zip(part["records"], part["temporal"]):
+            temporal.append({**record, **extra})
+        dims[str(part["video_id"])] = part["dimensions"]
+        per_video[str(part["video_id"])] = sorted(
+            {e["refiner_id"] for e in part["temporal"] if e.get("refiner_id") is not None}
+        )
+    all_ids = sorted({rid for ids in per_video.values() for rid in ids})
+    atomic_write_json(inference_dir / "results.json", results)
+    atomic_write_json(inference_dir / "results_temporal.json", temporal)
+    atomic_write_json(
+        inference_dir / "results_temporal_summary.json",
+        {"refiner_ids_all": all_ids, "refiner_ids_per_video": per_video, "num_videos": len(parts)},
+    )
+    atomic_write_json(inference_dir / "image_dimensions.json", dims)
+    return {"videos": len(parts), "predictions": len(results)}

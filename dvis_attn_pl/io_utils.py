@@ -1,0 +1,39 @@
+"""Atomic file writing and run-directory path safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import UserError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj, indent: int | None = None) -> None:
+    """Serialise ``obj`` as JSON (keys in insertion order) and write it atomically."""
+    atomic_write_bytes(Path(path), json.dumps(obj, indent=indent).encode("utf-8"))
+
+
+def safe_name(value: object) -> str:
+    """A file-name component for a video id; refuses anything that could leave the run directory."""
+    text = str(value)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text or text.startswith("~"):
+        raise UserError(f"video id {text!r} cannot be used as a file name inside the run directory")
+    return text

@@ -1,0 +1,152 @@
+"""The LightningModule: one video per test/predict step through the DVIS-DAQ model.
+
+A step runs the official inference (windows, tracking, refiner) and returns a :class:`VideoResult`
+holding the official outputs, the YTVIS result records, the per-prediction temporal information
+(refiner id, tracker sequence id, frames where the instance is present, the class posterior as
+frames accumulate) and the video's image dimensions. The metric is updated in ``test_step``;
+callbacks (writers, attention capture, TensorBoard) consume the result in their batch-end hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from torch import nn
+
+from .analysis.decision import foreground_probs, prefix_lengths, settle_frame
+from .results import to_ytvis_records
+
+PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass
+class VideoResult:
+    """Everything one step produced for one video (host memory only)."""
+
+    video_id: int
+    num_frames: int
+    outputs: dict
+    records: list[dict]
+    temporal: list[dict]
+    dimensions: dict
+    info: object = None
+    extras: dict = field(default_factory=dict)
+
+
+class DVISDAQModule(L.LightningModule):
+    """Wraps a DVIS-DAQ model for Lightning's test and predict loops."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        contiguous_to_dataset_id: Sequence[int],
+        metric: nn.Module | None = None,
+        prefix_fractions: Sequence[float] = PREFIX_FRACTIONS,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.contiguous_to_dataset_id = list(contiguous_to_dataset_id)
+        self.metric = metric
+        self.prefix_fractions = tuple(prefix_fractions)
+        self.frames_seen = 0
+        self.metric_results: dict | None = None
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """Keep frames on the host: the model moves one segmenter window at a time."""
+        return batch
+
+    def forward(self, video: dict) -> dict:
+        return self.model([video])
+
+    def infer(self, video: dict) -> VideoResult:
+        """Run one video and gather its outputs, records and temporal information."""
+        outputs = self.model([video])
+        info = getattr(self.model, "last_inference", None)
+        video_id = video["video_id"]
+        num_frames = len(video["image"])
+        records = to_ytvis_records(outputs, video_id, self.contiguous_to_dataset_id)
+        temporal = self._temporal_records(outputs, info, num_frames)
+        for record, extra in zip(records, temporal):
+            extra.update(video_id=video_id, score=record["score"], category_id=record["category_id"])
+        self.frames_seen += num_frames
+        return VideoResult(
+            video_id=video_id,
+            num_frames=num_frames,
+            outputs=outputs,
+            records=records,
+            temporal=temporal,
+            dimensions=self._dimensions(video, info),
+            info=info,
+        )
+
+    def _temporal_records(self, outputs: dict, info, num_frames: int) -> list[dict]:
+        """Per prediction: refiner/sequence ids, frames present, and the class posterior over time."""
+        n = len(outputs["pred_scores"])
+        sources = list(getattr(info, "predictions", None) or [])
+        if info is None or len(sources) != n:
+            return [{} for _ in range(n)]
+        ks = prefix_lengths(num_frames, self.prefix_fractions)
+        prefix = getattr(info, "prefix_logits", None)
+        if n and prefix is not None:
+            rows = torch.as_tensor([src.row for src in sources], dtype=torch.long)
+            labels = torch.as_tensor(outputs["pred_labels"], dtype=torch.long)
+            probs = foreground_probs(prefix[rows].float())  # (n, T, K)
+            own = probs.gather(2, labels.view(n, 1, 1).expand(n, num_frames, 1))[..., 0]
+            argmax = probs.nan_to_num(-1.0).argmax(dim=2)
+            settle = settle_frame(argmax)
+        temporal = []
+        for i, src in enumerate(sources):
+            entry = {
+                "refiner_id": getattr(src, "refiner_id", None),
+                "sequence_id": None if src.seq_id is None or src.seq_id < 0 else int(src.seq_id),
+                "present_frames": [src.start_frame + j for j, ok in enumerate(src.appearance) if ok],
+                "stored_frames": [int(src.start_frame), int(src.end_frame)],
+            }
+            pooling = getattr(src, "pooling_weights", None)
+            if pooling:
+                entry["frame_importance"] = [round(float(w), 7) for w in pooling]
+            if n and prefix is not None:
+                entry["decision_settle_frame"] = int(settle[i])
+                entry["label_by_frame"] = [self.contiguous_to_dataset_id[c] for c in argmax[i].tolist()]
+                entry["score_after_k_frames"] = {
+                    str(k): (None if torch.isnan(own[i, k - 1]) else float(own[i, k - 1])) for k in ks
+                }
+            temporal.append(entry)
+        return temporal
+
+    @staticmethod
+    def _dimensions(video: dict, info) -> dict:
+        """Original, resized and padded sizes and the feature grid of each stride."""
+        dims = {"original": [int(video["height"]), int(video["width"])], "num_frames": len(video["image"])}
+        if info is not None:
+            hp, wp = info.padded_size
+            dims.update(
+                resized=list(info.image_size),
+                padded=[int(hp), int(wp)],
+                feature_grids={f"stride_{s}": [-(-int(hp) // s), -(-int(wp) // s)] for s in (4, 8, 16, 32)},
+            )
+        return dims
+
+    def test_step(self, batch: list[dict], batch_idx: int) -> VideoResult:
+        (video,) = batch
+        result = self.infer(video)
+        if self.metric is not None and video.get("annotations") is not None:
+            self.metric.update(result.records, video)
+        return result
+
+    def predict_step(self, batch: list[dict], batch_idx: int) -> VideoResult:
+        (video,) = batch
+        return self.infer(video)
+
+    def on_test_epoch_end(self) -> None:
+        if self.metric is None:
+            return
+        results = self.metric.compute()
+        self.metric_results = results
+        scalars = {f"metrics/{k}": float(v) for k, v in results.items() if not isinstance(v, dict)}
+        if scalars:
+            self.log_dict(scalars, sync_dist=False, rank_zero_only=True)
+        self.metric.reset()

@@ -1,0 +1,204 @@
+"""What ``test`` and ``predict`` share: resolve config, data, weights and run directory, then run Lightning."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+RUN_DIR_ENV = "DVIS_ATTN_PL_RUN_DIR"
+
+
+def log(message: str) -> None:
+    """One status line on stderr (rank 0 only under DDP)."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        print(f"dvis_attn_pl: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class RunSetup:
+    """Everything a run needs, resolved from the command line."""
+
+    cfg: object
+    config_path: Path
+    data_json: Path
+    frames_root: Path
+    run_dir: Path
+    random_weights: bool
+
+
+def resolve_run_dir(out: str | None, command: str) -> Path:
+    """``--out`` or ``runs/<timestamp>-<command>``; identical on every DDP rank (shared via env)."""
+    if out:
+        path = Path(out)
+    elif os.environ.get(RUN_DIR_ENV):
+        path = Path(os.environ[RUN_DIR_ENV])
+    else:
+        path = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}"
+    os.environ[RUN_DIR_ENV] = str(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the run directory ({exc.strerror or exc})") from None
+    return path
+
+
+def resolve_config(args):
+    """The model config: ``--model-config`` (+ trailing overrides) or the embedded tiny CPU config."""
+    from .config import config_path, load_config
+
+    path = Path(args.model_config) if args.model_config else config_path("tiny_cpu")
+    if args.ckpt and not args.model_config:
+        raise UserError(f"{args.ckpt}: a checkpoint needs its model config: pass --model-config")
+    return load_config(path, overrides=list(args.opts or [])), path
+
+
+def resolve_data(args) -> tuple[Path, Path]:
+    """``--data``/``--frames`` or the embedded synthetic fish-video set (generated on first use)."""
+    if bool(args.data) != bool(args.frames):
+        raise UserError("--data and --frames go together: pass both, or neither for the embedded dataset")
+    if args.data:
+        return Path(args.data), Path(args.frames)
+    from .data.synthetic import ensure_synthetic_dataset
+
+    root = ensure_synthetic_dataset()
+    return root / "valid.json", root / "JPEGImages"
+
+
+def build_weighted_model(cfg, ckpt: str | None, trust: bool):
+    """Build the model; load ``ckpt`` strictly, or seed the random weights so every rank agrees."""
+    from .model.build import build_model
+    from .model.checkpoint import load_checkpoint
+
+    torch.manual_seed(int(cfg.SEED) if int(cfg.SEED) >= 0 else 0)
+    model = build_model(cfg)
+    if ckpt:
+        load_checkpoint(model, ckpt, trust=trust)
+    return model
+
+
+def check_class_count(cfg, data, json_path: Path) -> None:
+    """The model's class count must equal the dataset's number of categories."""
+    k_model = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    k_data = len(data.contiguous_to_dataset_id)
+    if k_model != k_data:
+        raise UserError(
+            f"{json_path}: the dataset has {k_data} categories but the model has "
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {k_model}"
+        )
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's tips and the warnings that do not concern our users."""
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    for pattern in (
+        ".*overridden `transfer_batch_to_device`.*",
+        ".*isinstance\\(treespec, LeafSpec\\).*",
+        ".*does not have many workers.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def build_trainer(args, run_dir: Path, callbacks: list):
+    """A Lightning Trainer for inference from the hardware flags."""
+    import lightning as L
+
+    quiet_lightning()
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return L.Trainer(
+        accelerator=args.accelerator,
+        devices=args.devices if args.devices == "auto" else _parse_devices(args.devices),
+        strategy=args.strategy,
+        precision=args.precision,
+        num_nodes=args.num_nodes,
+        use_distributed_sampler=False,
+        logger=TensorBoardLogger(str(run_dir), name="", version="tensorboard", default_hp_metric=False),
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        inference_mode=True,
+    )
+
+
+def _parse_devices(value: str):
+    if "," in value:
+        return [int(v) for v in value.split(",") if v.strip()]
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"--devices {value!r}: expected a number, a list like 0,1, or auto") from None
+
+
+def build_dataset(data_json: Path, frames_root: Path, cfg, max_videos: int | None):
+    """The video set, limited to its first ``max_videos`` videos (by id) when asked."""
+    from dataclasses import replace
+
+    from .data.dataset import YTVISVideoDataset
+    from .data.ytvis_json import load_ytvis_json
+
+    data = load_ytvis_json(data_json)
+    if max_videos:
+        videos = data.videos[:max_videos]
+        keep = {v.id for v in videos}
+        anns = None if data.annotations is None else tuple(a for a in data.annotations if a.video_id in keep)
+        data = replace(data, videos=videos, annotations=anns)
+    return YTVISVideoDataset.from_data(data, frames_root, cfg), data
+
+
+def execute(args, command: str) -> int:
+    """Run ``test`` or ``predict`` end to end; returns the exit status."""
+    from callbacks import PredictionWriter
+    from callbacks.progress import VideoProgressBar
+
+    from .data.datamodule import YTVISDataModule
+    from .lightning_module import DVISDAQModule
+
+    cfg, config_file = resolve_config(args)
+    data_json, frames_root = resolve_data(args)
+    dataset, data = build_dataset(data_json, frames_root, cfg, args.max_videos)
+    check_class_count(cfg, data, data_json)
+    if command == "test" and not data.has_annotations:
+        raise UserError(f"{data_json}: has no annotations; use 'predict' for unlabelled videos")
+    run_dir = resolve_run_dir(args.out, command)
+    model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint)
+    if not args.ckpt:
+        log(f"no --ckpt given: the model has random weights (seed {cfg.SEED}); its scores mean nothing")
+    metric = None
+    if command == "test":
+        from .metrics import YTVISMetric
+
+        metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
+    module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)
+    callbacks = [PredictionWriter(run_dir), VideoProgressBar()]
+    if args.capture != "none":
+        from callbacks import build_capture_callbacks
+
+        callbacks += build_capture_callbacks(args.capture, run_dir)
+    trainer = build_trainer(args, run_dir, callbacks)
+    log(
+        f"{command}: {len(dataset)} videos on {trainer.world_size} x {trainer.strategy.root_device.type}, "
+        f"precision {args.precision}, config {config_file}, run directory {run_dir}"
+    )
+    datamodule = YTVISDataModule(dataset=dataset)
+    if command == "test":
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    else:
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    if trainer.is_global_zero:
+        from .run_summary import finish_run
+
+        finish_run(run_dir, command, module.metric_results, data_json, data, cfg, args, random_weights=not args.ckpt)
+    return 0
