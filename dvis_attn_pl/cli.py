@@ -161,8 +161,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max-videos", metavar="N", type=_positive_int, help="only the first N videos")
     data.add_argument(
         "--capture", metavar="PRESET", choices=CAPTURE_PRESETS, default="temporal",
-        help="attention to keep: none, temporal (refiner time attention and pooling weights; default), "
-        "decoder (adds segmenter decoder and tracker attention), all (every attention site)",
+        help="attention to keep: none; temporal (default: refiner time attention, the temporal pooling "
+        "weights, tracker cross-attention, and their rollout); decoder (temporal + decoder cross-attention "
+        "maps of the top predictions, weighted by the tracker); all (every attention site, large)",
     )
     hw = parser.add_argument_group("hardware (Lightning Trainer)")
     hw.add_argument("--devices", default="auto", help="devices per node: N, a list like 0,1, or auto (default)")
