@@ -69,18 +69,28 @@ def test_predict_writes_the_run_directory(small_set, tmp_path):
 
 
 def test_ddp_two_processes_match_one(small_set, tmp_path):
-    """Every video once, merged on rank 0, files byte-identical to a single-process run."""
+    """`test` under CPU DDP: every video once, merged on rank 0, files identical to one process."""
+    from dvis_attn_pl.metrics import STAT_NAMES, evaluate_ytvis
+
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["predict", *data_args(small_set), "--capture", "none", "--accelerator", "cpu"]
+    common = ["test", *data_args(small_set), "--accelerator", "cpu"]
     p1 = run_cli([*common, "--devices", "1", "--out", str(one), *SMALL])
     assert p1.returncode == 0, p1.stderr[-2000:]
     p2 = run_cli([*common, "--devices", "2", "--out", str(two), *SMALL])
     assert p2.returncode == 0, p2.stderr[-2000:]
     assert "2 x cpu" in p2.stderr
+    assert "Average Precision" in p1.stdout and "random weights" in p1.stdout
     parts = sorted(p.name for p in (two / "inference" / "parts").glob("*.json"))
     assert parts == ["1.json", "2.json", "3.json"]
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, "metrics.json"):
         assert (one / "inference" / name).read_bytes() == (two / "inference" / name).read_bytes(), name
+    assert (one / "attention_maps" / "manifest.json").read_bytes() == (two / "attention_maps" / "manifest.json").read_bytes()
+    # the in-loop metric equals the file evaluator on what was written
+    metrics = json.loads((one / "inference" / "metrics.json").read_text())
+    offline = evaluate_ytvis(small_set / "valid.json", one / "inference" / "results.json")
+    assert metrics["ytvis"] == pytest.approx({k: offline[k] for k in STAT_NAMES})
+    assert set(metrics["decision_timing"]["AP_after_fraction_of_frames"]) == {"25%", "50%", "75%", "100%"}
+    assert metrics["decision_timing"]["AP_after_fraction_of_frames"]["100%"] == pytest.approx(offline["AP"])
 
 
 def test_test_requires_annotations(small_set, tmp_path):
