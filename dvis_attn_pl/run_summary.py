@@ -110,6 +110,33 @@ def format_table(stats: dict) -> str:
     return "\n".join(lines)
 
 
+def log_metrics_to_tensorboard(log_dir: Path, metrics: dict, cfg) -> None:
+    """Per-category AP, AP after a fraction of the frames, the table, hparams and a custom-scalars layout.
+
+    The 12 YTVIS statistics themselves are logged by the LightningModule (``metrics/<name>``).
+    """
+    from .viz.tensorboard import RunBoard, metrics_layout
+
+    timing = metrics["decision_timing"]
+    ap_k = {f"AP_after_{k.rstrip('%')}pct_frames": v for k, v in (timing.get("AP_after_fraction_of_frames") or {}).items()}
+    ap_k = {k: v for k, v in ap_k.items() if v is not None}
+    if timing.get("median_settle_fraction") is not None:
+        ap_k["median_settle_fraction"] = timing["median_settle_fraction"]
+    with RunBoard(log_dir) as board:
+        tags = [f"metrics/{k}" for k in metrics["ytvis"]]
+        tags += board.add_metrics(metrics["per_category_AP"], prefix="per_category_AP")
+        tags += board.add_metrics(ap_k, prefix="decision_timing")
+        board.add_text_table("summary/ytvis", [{"statistic": k, "value": round(v, 4)} for k, v in metrics["ytvis"].items()])
+        board.add_layout(metrics_layout(tags))
+        board.add_hparams(_config_dict(cfg), [t for t in tags if t.startswith("metrics/")])
+
+
+def _config_dict(cfg) -> dict:
+    import yaml
+
+    return yaml.safe_load(cfg.dump())
+
+
 def finish_run(run_dir: Path, command: str, metric_results, data_json: Path, data, cfg, args, random_weights: bool):
     """Write metrics.json, config.yaml and run.json; print the metric table (test only)."""
     import lightning
@@ -147,6 +174,7 @@ def finish_run(run_dir: Path, command: str, metric_results, data_json: Path, dat
         "num_videos": len(data.videos),
     }
     atomic_write_json(inference / "metrics.json", metrics, indent=1)
+    log_metrics_to_tensorboard(Path(run_dir) / "tensorboard", metrics, cfg)
     print(format_table(stats))
     if random_weights:
         print("(random weights: these numbers only show that the pipeline runs)")
