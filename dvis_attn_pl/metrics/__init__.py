@@ -1,15 +1,19 @@
-"""The YouTube-VIS video mask AP: ``evaluate_ytvis`` for files, ``YTVISMetric`` inside Lightning loops."""
+"""The YouTube-VIS video mask AP: ``evaluate_ytvis`` for files, ``YTVISMetric`` inside Lightning loops.
 
-from .evaluate import evaluate_ytvis
-from .video_ap import STAT_NAMES
-from .ytvis_inputs import YTVISInputError
+``ytvis_io`` reads and checks the json inputs, ``ytvis_overlap`` computes video IoUs (RLE or mask
+tensors), ``ytvis_eval`` matches, accumulates and summarises as the official ``YTVOSeval``,
+``ytvis_metric`` wraps it all as a ``torchmetrics.Metric``.
+"""
 
-__all__ = ["STAT_NAMES", "YTVISInputError", "evaluate_ytvis", "YTVISMetric"]
+from .ytvis_eval import STAT_NAMES, evaluate_ytvis
+from .ytvis_io import YTVISInputError
+
+__all__ = ["STAT_NAMES", "YTVISInputError", "YTVISMetric", "evaluate_ytvis"]
 
 
 def __getattr__(name: str):
     if name == "YTVISMetric":  # torchmetrics is imported only when the metric class is used
-        from .metric import YTVISMetric
+        from .ytvis_metric import YTVISMetric
 
         return YTVISMetric
     raise AttributeError(name)

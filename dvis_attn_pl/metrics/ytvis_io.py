@@ -1,0 +1,413 @@
+"""Reading and checking YouTube-VIS ground truth and results for the metric.
+
+Inputs are paths or already-loaded json (a dict for the ground truth, a list for the results).
+Everything that the official evaluator would crash on, silently mis-score, or that makes two
+files disagree is rejected with :class:`YTVISInputError` (a ``ValueError``) whose one-line message
+names the file (``<memory>`` for loaded json), the entry and the problem.
+
+After parsing, every present frame is a compressed COCO RLE dict (``counts`` a str or bytes) and
+every absent frame is ``None`` (the official presence test is truthiness: ``null``, ``[]`` and
+``{}`` are absent). Input objects are never modified.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+__all__ = [
+    "YTVISInputError",
+    "VideoGT",
+    "VideoDets",
+    "GroundTruth",
+    "read_json",
+    "load_ground_truth",
+    "load_results",
+    "parse_categories",
+    "parse_video_ground_truth",
+    "parse_video_predictions",
+]
+
+MEMORY = "<memory>"
+
+
+class YTVISInputError(ValueError):
+    """A ground-truth or results input the metric cannot score (message: one line)."""
+
+
+@dataclass
+class VideoGT:
+    """One video and its ground-truth tracks (columns in GT-file order)."""
+
+    id: int
+    height: int
+    width: int
+    length: int | None
+    ids: list[int] = field(default_factory=list)
+    categories: list[int] = field(default_factory=list)
+    crowd: list[bool] = field(default_factory=list)
+    avg_areas: list[float] = field(default_factory=list)
+    segmentations: list[list] = field(default_factory=list)  # per track, per frame: RLE dict or None
+
+
+@dataclass
+class VideoDets:
+    """One video's predictions (columns in results-file order)."""
+
+    categories: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)  # position in the results list (ties)
+    segmentations: list[list] = field(default_factory=list)
+
+
+@dataclass
+class GroundTruth:
+    source: str
+    videos: dict[int, VideoGT]  # by id, ascending
+    categories: dict[int, str]  # id -> name, ascending ids
+
+    @property
+    def category_ids(self) -> list[int]:
+        return list(self.categories)
+
+
+@contextmanager
+def _gc_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_json(obj, what: str):
+    """``(data, source)``: parse ``obj`` when it is a path, else return it with source ``<memory>``."""
+    if isinstance(obj, (str, Path)):
+        path = Path(obj)
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            raise YTVISInputError(f"{path}: no such {what} file") from None
+        except OSError as exc:
+            raise YTVISInputError(f"{path}: cannot read the {what} file ({exc.strerror or exc})") from None
+        try:
+            with _gc_paused():  # parsing allocates many small objects: collections only cost time
+                return json.loads(text), str(path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise YTVISInputError(f"{path}: not valid JSON ({exc})") from None
+    return obj, MEMORY
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _int_field(obj: Mapping, key: str, where: str, *, positive: bool = False) -> int:
+    if key not in obj:
+        raise YTVISInputError(f"{where}: missing '{key}'")
+    value = obj[key]
+    if not _is_int(value) or (positive and value <= 0):
+        kind = "a positive integer" if positive else "an integer"
+        raise YTVISInputError(f"{where}: '{key}' must be {kind}, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------ frames
+def _bad_frame(seg, h: int, w: int, where: str, results: bool) -> YTVISInputError:
+    """The error for a present frame entry that is not an acceptable RLE/polygon."""
+    if isinstance(seg, Mapping):
+        if "size" not in seg or "counts" not in seg:
+            return YTVISInputError(f"{where}: an RLE needs 'size' and 'counts'")
+        size = seg["size"]
+        if not isinstance(size, Sequence) or len(size) != 2 or list(size) != [h, w]:
+            return YTVISInputError(f"{where}: mask size {size!r} differs from the video's [{h}, {w}]")
+        counts = seg["counts"]
+        if results and isinstance(counts, list):
+            return YTVISInputError(
+                f"{where}: uncompressed RLE (counts as a list) is not accepted in results, as by the official "
+                "loader; encode it with pycocotools.mask.encode"
+            )
+        return YTVISInputError(f"{where}: RLE 'counts' must be a string, got {type(counts).__name__}")
+    if results and isinstance(seg, list):
+        return YTVISInputError(f"{where}: polygons are not accepted in results (give compressed RLE)")
+    return YTVISInputError(f"{where}: a segmentation must be an RLE dict, a polygon list or null, got {type(seg).__name__}")
+
+
+def _result_frames(segs: list, h: int, w: int, where: str) -> list:
+    """A result's frames: compressed RLE dicts kept as they are, absent frames as ``None``."""
+    hw = [h, w]
+    out = [s if s else None for s in segs]
+    for t, s in enumerate(out):
+        if s is not None and not (
+            type(s) is dict and s.get("size") == hw and type(s.get("counts")) in (str, bytes)
+        ):
+            if isinstance(s, Mapping) and list(s.get("size") or ()) == hw and isinstance(s.get("counts"), (str, bytes)):
+                out[t] = {"size": hw, "counts": s["counts"]}
+                continue
+            raise _bad_frame(s, h, w, f"{where} frame {t}", results=True)
+    return out
+
+
+def _polygon_rle(seg: list, h: int, w: int, where: str) -> dict:
+    if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(_is_number, p)) for p in seg):
+        raise YTVISInputError(f"{where}: a polygon must be a list of [x1, y1, x2, y2, ...] with at least 3 points")
+    return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+
+
+def _gt_frames(segs: list, h: int, w: int, where: str) -> list:
+    """A GT track's frames as compressed RLE dicts (uncompressed RLE and polygons converted)."""
+    hw = [h, w]
+    out = [s if s else None for s in segs]
+    uncompressed = []
+    for t, s in enumerate(out):
+        if s is None:
+            continue
+        if isinstance(s, Mapping):
+            if list(s.get("size") or ()) != hw or "counts" not in s:
+                raise _bad_frame(s, h, w, f"{where} frame {t}", results=False)
+            counts = s["counts"]
+            if type(counts) in (str, bytes):
+                continue
+            if isinstance(counts, list):
+                uncompressed.append(t)
+                continue
+            raise _bad_frame(s, h, w, f"{where} frame {t}", results=False)
+        if isinstance(s, list):
+            out[t] = _polygon_rle(s, h, w, f"{where} frame {t}")
+            continue
+        raise _bad_frame(s, h, w, f"{where} frame {t}", results=False)
+    if uncompressed:
+        _compress_frames(out, uncompressed, h, w, where)
+    return out
+
+
+def _compress_frames(out: list, frames: list[int], h: int, w: int, where: str) -> None:
+    """Replace the uncompressed RLEs ``out[t]`` (t in ``frames``) by compressed ones (one call)."""
+    for t in frames:
+        counts = out[t]["counts"]
+        try:
+            total = sum(counts)
+        except TypeError:
+            total = None
+        if type(total) is not int or total != h * w:
+            raise YTVISInputError(
+                f"{where} frame {t}: uncompressed RLE counts must be integers summing to {h}*{w}={h * w}"
+            )
+    try:
+        rles = mask_utils.frPyObjects([{"size": [h, w], "counts": out[t]["counts"]} for t in frames], h, w)
+    except (OverflowError, TypeError, ValueError):
+        raise YTVISInputError(f"{where}: uncompressed RLE counts must be non-negative integers") from None
+    for t, rle in zip(frames, rles):
+        out[t] = rle
+
+
+def _average_area(areas: list, where: str) -> float:
+    """Mean of the truthy per-frame areas (0 when none), as the official ``np.array(l).mean()``."""
+    values = [a for a in areas if a is not None]
+    if all(type(a) is int for a in values) and min(values, default=0) >= 0:  # the usual case
+        kept = [a for a in values if a]
+        return sum(kept) / len(kept) if kept else 0.0  # exact integer sum: identical to numpy's mean
+    for t, a in enumerate(areas):
+        if a is not None and (not _is_number(a) or not math.isfinite(a) or a < 0):
+            raise YTVISInputError(f"{where}: areas[{t}] must be a non-negative number or null, got {a!r}")
+    kept = [a for a in values if a]
+    return float(np.asarray(kept, dtype=np.float64).mean()) if kept else 0.0
+
+
+# ------------------------------------------------------------------ ground truth
+def _parse_annotation(ann, video: VideoGT, categories: Mapping[int, str], where: str, seen_ids: set) -> None:
+    if not isinstance(ann, Mapping):
+        raise YTVISInputError(f"{where}: an annotation must be an object")
+    for key in ("id", "category_id", "iscrowd", "segmentations", "areas"):
+        if key not in ann:
+            raise YTVISInputError(f"{where}: missing '{key}'")
+    aid = _int_field(ann, "id", where)
+    if aid == 0:
+        raise YTVISInputError(
+            f"{where}: annotation id 0 is not allowed (the official evaluator never counts a match to GT id 0); "
+            "number annotations from 1"
+        )
+    if aid in seen_ids:
+        raise YTVISInputError(f"{where}: duplicate annotation id {aid}")
+    seen_ids.add(aid)
+    cat = _int_field(ann, "category_id", where)
+    if cat not in categories:
+        raise YTVISInputError(f"{where}: category_id {cat} is not one of the file's categories")
+    crowd = ann["iscrowd"]
+    if not (_is_int(crowd) or isinstance(crowd, bool)) or crowd < 0:
+        raise YTVISInputError(f"{where}: 'iscrowd' must be 0 or 1, got {crowd!r}")
+    segs, areas = ann["segmentations"], ann["areas"]
+    if not isinstance(segs, list) or not isinstance(areas, list):
+        raise YTVISInputError(f"{where}: 'segmentations' and 'areas' must be lists (one entry per frame)")
+    if video.length is None:
+        video.length = len(segs)
+    if len(segs) != video.length:
+        raise YTVISInputError(f"{where}: {len(segs)} segmentations for video {video.id} of {video.length} frames")
+    if len(areas) != video.length:
+        raise YTVISInputError(f"{where}: {len(areas)} areas for video {video.id} of {video.length} frames")
+    video.ids.append(aid)
+    video.categories.append(cat)
+    video.crowd.append(bool(crowd))
+    video.avg_areas.append(_average_area(areas, where))
+    video.segmentations.append(_gt_frames(segs, video.height, video.width, where))
+
+
+def _parse_video(v, where: str) -> VideoGT:
+    if not isinstance(v, Mapping):
+        raise YTVISInputError(f"{where}: a video must be an object")
+    vid = _int_field(v, "id", where)
+    h, w = _int_field(v, "height", where, positive=True), _int_field(v, "width", where, positive=True)
+    length = v.get("length")
+    if length is None and isinstance(v.get("file_names"), list):
+        length = len(v["file_names"])
+    if length is not None and (not _is_int(length) or length <= 0):
+        raise YTVISInputError(f"{where}: 'length' must be a positive integer, got {length!r}")
+    return VideoGT(vid, h, w, None if length is None else int(length))
+
+
+def parse_categories(cats: list, source: str = MEMORY) -> dict[int, str]:
+    """``{id: name}`` (ascending ids) from a YTVIS ``categories`` list; duplicates rejected."""
+    names: dict[int, str] = {}
+    for i, c in enumerate(cats):
+        where = f"{source}: categories[{i}]"
+        if not isinstance(c, Mapping):
+            raise YTVISInputError(f"{where}: a category must be an object")
+        cid = _int_field(c, "id", where)
+        if cid in names:
+            raise YTVISInputError(f"{where}: duplicate category id {cid}")
+        names[cid] = str(c.get("name", cid))
+    return dict(sorted(names.items()))
+
+
+def load_ground_truth(gt) -> GroundTruth:
+    """Parse and check a YTVIS ground-truth json (path or dict)."""
+    data, source = read_json(gt, "ground-truth")
+    if not isinstance(data, Mapping):
+        raise YTVISInputError(f"{source}: the ground truth must be a JSON object with videos, categories, annotations")
+    for key in ("videos", "categories"):
+        if not isinstance(data.get(key), list):
+            raise YTVISInputError(f"{source}: missing or invalid '{key}' list")
+    if data.get("annotations") is None:
+        raise YTVISInputError(f"{source}: no 'annotations' (an unlabelled split cannot be scored)")
+    if not isinstance(data["annotations"], list):
+        raise YTVISInputError(f"{source}: 'annotations' must be a list")
+    categories = parse_categories(data["categories"], source)
+    videos: dict[int, VideoGT] = {}
+    for i, v in enumerate(data["videos"]):
+        video = _parse_video(v, f"{source}: videos[{i}]")
+        if video.id in videos:
+            raise YTVISInputError(f"{source}: videos[{i}]: duplicate video id {video.id}")
+        videos[video.id] = video
+    seen: set[int] = set()
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{source}: annotations[{i}]"
+        if not isinstance(ann, Mapping) or "video_id" not in ann:
+            raise YTVISInputError(f"{where}: missing 'video_id'")
+        vid = ann["video_id"]
+        if not _is_int(vid) or vid not in videos:
+            raise YTVISInputError(f"{where}: video_id {vid!r} is not one of the file's videos")
+        _parse_annotation(ann, videos[vid], categories, where, seen)
+    return GroundTruth(source, dict(sorted(videos.items())), categories)
+
+
+def parse_video_ground_truth(item: Mapping, categories: Mapping[int, str], source: str = MEMORY) -> VideoGT:
+    """One video's ground truth from a mapping with ``video_id`` (or ``id``), ``height``, ``width``,
+    optional ``length``, and ``annotations`` (YTVIS annotation dicts; ``video_id`` in them is optional).
+    This is the dataset item of :mod:`dvis_attn_pl.data.dataset` or a GT ``videos`` entry plus its tracks."""
+    if not isinstance(item, Mapping):
+        raise YTVISInputError(f"{source}: the ground truth of a video must be a mapping")
+    key = "video_id" if "video_id" in item else "id"
+    video = _parse_video({**item, "id": item.get(key)}, f"{source}: video {item.get(key)!r}")
+    anns = item.get("annotations")
+    if anns is None:
+        raise YTVISInputError(f"{source}: video {video.id}: no 'annotations' (an unlabelled video cannot be scored)")
+    seen: set[int] = set()
+    for i, ann in enumerate(anns):
+        where = f"{source}: video {video.id} annotations[{i}]"
+        if isinstance(ann, Mapping) and ann.get("video_id", video.id) != video.id:
+            raise YTVISInputError(f"{where}: video_id {ann['video_id']!r} differs from the video's {video.id}")
+        _parse_annotation(ann, video, categories, where, seen)
+    return video
+
+
+# ------------------------------------------------------------------ results
+def _parse_result(r, pos: int, video: VideoGT, categories: Mapping[int, str], dets: VideoDets, where: str) -> None:
+    cat = r["category_id"]
+    if not _is_int(cat) or cat not in categories:
+        raise YTVISInputError(
+            f"{where}: category_id {cat!r} is not a ground-truth category (use the dataset's category ids)"
+        )
+    score = r["score"]
+    if not _is_number(score) or not math.isfinite(score):
+        raise YTVISInputError(f"{where}: 'score' must be a finite number, got {score!r}")
+    segs = r["segmentations"]
+    if not isinstance(segs, list):
+        raise YTVISInputError(f"{where}: 'segmentations' must be a list (one entry per frame)")
+    if video.length is None:
+        video.length = len(segs)
+    if len(segs) != video.length:
+        raise YTVISInputError(f"{where}: {len(segs)} segmentations for video {video.id} of {video.length} frames")
+    dets.categories.append(int(cat))
+    dets.scores.append(float(score))
+    dets.order.append(pos)
+    dets.segmentations.append(_result_frames(segs, video.height, video.width, where))
+
+
+def _check_result(r, where: str) -> None:
+    if not isinstance(r, Mapping):
+        raise YTVISInputError(f"{where}: a result must be an object")
+    for key in ("video_id", "category_id", "score", "segmentations"):
+        if key not in r:
+            raise YTVISInputError(f"{where}: missing '{key}'")
+
+
+def load_results(results, gt: GroundTruth) -> dict[int, VideoDets]:
+    """Parse and check a results list (path or list) against ``gt``; predictions grouped by video id."""
+    data, source = read_json(results, "results")
+    if not isinstance(data, list):
+        raise YTVISInputError(f"{source}: results must be a JSON list of predictions")
+    if not data:
+        raise YTVISInputError(f"{source}: the results list is empty (the official evaluator cannot score it)")
+    per_video: dict[int, VideoDets] = {}
+    for pos, r in enumerate(data):
+        where = f"{source}: results[{pos}]"
+        _check_result(r, where)
+        vid = r["video_id"]
+        video = gt.videos.get(vid) if _is_int(vid) else None
+        if video is None:
+            raise YTVISInputError(f"{where}: video_id {vid!r} is not in the ground truth")
+        dets = per_video.get(video.id)
+        if dets is None:
+            dets = per_video[video.id] = VideoDets()
+        _parse_result(r, pos, video, gt.categories, dets, where)
+    return per_video
+
+
+def parse_video_predictions(
+    records: Sequence[Mapping], video: VideoGT, categories: Mapping[int, str], source: str = MEMORY
+) -> VideoDets:
+    """One video's result records (the ``results.json`` form; ``video_id`` optional but checked)."""
+    dets = VideoDets()
+    for pos, r in enumerate(records):
+        where = f"{source}: video {video.id} predictions[{pos}]"
+        if isinstance(r, Mapping) and "video_id" not in r:
+            r = {**r, "video_id": video.id}
+        _check_result(r, where)
+        if r["video_id"] != video.id:
+            raise YTVISInputError(f"{where}: video_id {r['video_id']!r} differs from the video's {video.id}")
+        _parse_result(r, pos, video, categories, dets, where)
+    return dets
