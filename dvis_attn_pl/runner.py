@@ -56,6 +56,13 @@ def resolve_config(args):
     """The model config: ``--model-config`` (+ trailing overrides) or the embedded tiny CPU config."""
     from .config import config_path, load_config
 
+    if getattr(args, "model_source", "native") == "detectron2":  # the user's own code via detectron2
+        from .model.detectron2_source import load_detectron2_config
+
+        if not args.model_config:
+            raise UserError("--model-source detectron2 needs --model-config (the YAML your code reads)")
+        return load_detectron2_config(args.model_config, list(args.opts or [])), Path(args.model_config)
+
     path = Path(args.model_config) if args.model_config else config_path("tiny_cpu")
     if args.ckpt and not args.model_config:
         raise UserError(f"{args.ckpt}: a checkpoint needs its model config: pass --model-config")
@@ -79,6 +86,10 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool):
     from .model.build import build_model
     from .model.checkpoint import load_checkpoint
 
+    if type(cfg).__module__.startswith("detectron2"):  # --model-source detectron2 (see resolve_config)
+        from .model.detectron2_source import build_detectron2_model
+
+        return build_detectron2_model(None, ckpt=ckpt, trust=trust, cfg=cfg)
     torch.manual_seed(int(cfg.SEED) if int(cfg.SEED) >= 0 else 0)
     model = build_model(cfg)
     if ckpt:
