@@ -39,8 +39,22 @@ def files(tmp_path):
         "videos": [{"id": v, "height": 24, "width": 32, "length": 2} for v in (1, 2)],
         "categories": [{"id": 1, "name": "salmon"}, {"id": 2, "name": "trout"}],
         "annotations": [
-            {"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [a, a], "areas": [80, 80]},
-            {"id": 2, "video_id": 2, "category_id": 2, "iscrowd": 0, "segmentations": [b, None], "areas": [128, None]},
+            {
+                "id": 1,
+                "video_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentations": [a, a],
+                "areas": [80, 80],
+            },
+            {
+                "id": 2,
+                "video_id": 2,
+                "category_id": 2,
+                "iscrowd": 0,
+                "segmentations": [b, None],
+                "areas": [128, None],
+            },
         ],
     }
     results = [
@@ -61,7 +75,9 @@ def test_table_is_the_official_summary_plus_per_category(files, capsys):
     stats = evaluate_ytvis(gt_path, res_path, per_category=True)
     assert out[:12] == summary_lines(stats)
     assert out[0].startswith(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = ")
-    assert out[11].startswith(" Average Recall     (AR) @[ IoU=0.50:0.95 | area= large | maxDets=100 ] = -1.000")
+    assert out[11].startswith(
+        " Average Recall     (AR) @[ IoU=0.50:0.95 | area= large | maxDets=100 ] = -1.000"
+    )
     assert "per-category AP" in out[13]
     assert out[14].split() == ["salmon", f"{stats['per_category']['salmon']:0.3f}"]
     assert out[15].split() == ["trout", "0.000"]  # GT but only a wrong-category prediction
@@ -80,11 +96,26 @@ def test_json_has_exactly_the_twelve_statistics(files, capsys):
     "broken, phrase",
     [
         (lambda g, r: "{not json", "results.json: not valid JSON"),
-        (lambda g, r: r[:1] + [{k: v for k, v in r[1].items() if k != "score"}], "results.json: results[1]: missing 'score'"),
-        (lambda g, r: [{**r[0], "video_id": 7}], "results.json: results[0]: video_id 7 is not in the ground truth"),
-        (lambda g, r: [{**r[0], "category_id": 0}], "results[0]: category_id 0 is not a ground-truth category"),
-        (lambda g, r: [{**r[0], "segmentations": r[0]["segmentations"] * 2}], "4 segmentations for video 1 of 2 frames"),
-        (lambda g, r: [{**r[0], "segmentations": [{**r[0]["segmentations"][0], "size": [32, 24]}, None]}], "mask size [32, 24] differs"),
+        (
+            lambda g, r: r[:1] + [{k: v for k, v in r[1].items() if k != "score"}],
+            "results.json: results[1]: missing 'score'",
+        ),
+        (
+            lambda g, r: [{**r[0], "video_id": 7}],
+            "results.json: results[0]: video_id 7 is not in the ground truth",
+        ),
+        (
+            lambda g, r: [{**r[0], "category_id": 0}],
+            "results[0]: category_id 0 is not a ground-truth category",
+        ),
+        (
+            lambda g, r: [{**r[0], "segmentations": r[0]["segmentations"] * 2}],
+            "4 segmentations for video 1 of 2 frames",
+        ),
+        (
+            lambda g, r: [{**r[0], "segmentations": [{**r[0]["segmentations"][0], "size": [32, 24]}, None]}],
+            "mask size [32, 24] differs",
+        ),
         (lambda g, r: [], "results.json: the results list is empty"),
     ],
 )

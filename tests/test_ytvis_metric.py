@@ -90,7 +90,8 @@ def test_official_video_ious(case):
     dets = load_results(pred, truth) if pred else {}
     tab = build_tables(list(truth.videos.values()), [dets.get(v) for v in truth.videos])
     ours = {
-        (int(tab.det_order[d]), int(tab.gt_id[g])): iou for d, g, iou in zip(tab.pair_det, tab.pair_gt, tab.pair_iou)
+        (int(tab.det_order[d]), int(tab.gt_id[g])): iou
+        for d, g, iou in zip(tab.pair_det, tab.pair_gt, tab.pair_iou)
     }
     checked = 0
     for block in expected["ious"]:
@@ -99,6 +100,26 @@ def test_official_video_ious(case):
                 assert ours.get((i, gt_id), 0.0) == pytest.approx(iou, abs=1e-12), (i, gt_id)
                 checked += 1
     assert checked or not expected["ious"]
+
+
+@pytest.mark.parametrize("case", [c for c in vector_cases() if c not in REJECTED])
+def test_official_per_category_arrays(case):
+    """Recall for every (IoU, area, maxDets) and the precision curve (area all, 100) per category;
+    ``full=True`` also fills precision at maxDets 1 and 10 and changes nothing else."""
+    gt, pred, expected = load_case(case)
+    truth = load_ground_truth(gt)
+    dets = load_results(pred, truth)
+    tab = build_tables(list(truth.videos.values()), [dets.get(v) for v in truth.videos])
+    precision, recall = ytvis_eval.evaluate_tables(tab, truth.category_ids)
+    for k, entry in enumerate(expected["per_category"]):
+        assert recall[:, k] == pytest.approx(np.array(entry["recall"]), abs=1e-12)
+        curve = entry["precision_all_100"]  # None: no GT in that category
+        assert precision[:, :, k, 0, -1] == pytest.approx(
+            -1.0 if curve is None else np.array(curve), abs=1e-12
+        )
+    full_p, full_r = ytvis_eval.evaluate_tables(tab, truth.category_ids, full=True)
+    assert np.array_equal(full_r, recall) and np.array_equal(full_p[..., -1], precision[..., -1])
+    assert (full_p[..., :2][precision[..., :2] > -1] == precision[..., :2][precision[..., :2] > -1]).all()
 
 
 def test_vectors_present():
@@ -159,12 +180,20 @@ def _counts(mask: np.ndarray) -> list[int]:
 
 
 def pred(vid, cat, score, masks) -> dict:
-    return {"video_id": vid, "category_id": cat, "score": score, "segmentations": [None if m is None else rle(m) for m in masks]}
+    return {
+        "video_id": vid,
+        "category_id": cat,
+        "score": score,
+        "segmentations": [None if m is None else rle(m) for m in masks],
+    }
 
 
 def test_uncompressed_helper_matches_pycocotools():
     m = box(2, 9, 3, 11)
-    assert mask_utils.frPyObjects({"size": [H, W], "counts": _counts(m)}, H, W)["counts"].decode() == rle(m)["counts"]
+    assert (
+        mask_utils.frPyObjects({"size": [H, W], "counts": _counts(m)}, H, W)["counts"].decode()
+        == rle(m)["counts"]
+    )
 
 
 def test_perfect_prediction_scores_one():
@@ -196,7 +225,9 @@ def test_crowd_match_is_ignored_not_false_positive():
     a, b = box(0, 6, 0, 6), box(10, 16, 10, 16)
     gt = make_gt([(1, 1, [a] * 3, False), (1, 1, [b] * 3, True)])
     # the top-scored prediction sits on the crowd region: ignored, so precision stays 1
-    assert evaluate_ytvis(gt, [pred(1, 1, 0.9, [b] * 3), pred(1, 1, 0.8, [a] * 3)])["AP"] == pytest.approx(1.0)
+    assert evaluate_ytvis(gt, [pred(1, 1, 0.9, [b] * 3), pred(1, 1, 0.8, [a] * 3)])["AP"] == pytest.approx(
+        1.0
+    )
     only_crowd = make_gt([(1, 1, [b] * 3, True)])
     assert evaluate_ytvis(only_crowd, [pred(1, 1, 0.9, [b] * 3)])["AP"] == -1.0  # no positive at all
 
@@ -257,7 +288,10 @@ def random_case(seed: int):
     for v in videos:
         own = []
         for _ in range(int(rng.integers(0, 4))):
-            masks = [blob() if rng.uniform() > 0.25 else (None if rng.uniform() > 0.3 else box(0, 0, 0, 0, h, w)) for _ in range(frames)]
+            masks = [
+                blob() if rng.uniform() > 0.25 else (None if rng.uniform() > 0.3 else box(0, 0, 0, 0, h, w))
+                for _ in range(frames)
+            ]
             cat = int(rng.choice(cats))
             own.append((cat, masks))
             tracks.append((v, cat, masks, bool(rng.uniform() < 0.15)))
@@ -270,12 +304,24 @@ def random_case(seed: int):
                 cat, masks = int(rng.choice(cats)), [blob() for _ in range(frames)]
             masks = [None if rng.uniform() < 0.1 else m for m in masks]
             score = float(np.round(rng.uniform(), 1)) if seed % 2 else float(rng.uniform())
-            results.append({"video_id": v, "category_id": cat, "score": score,
-                            "segmentations": [None if m is None else rle(m) for m in masks]})
+            results.append(
+                {
+                    "video_id": v,
+                    "category_id": cat,
+                    "score": score,
+                    "segmentations": [None if m is None else rle(m) for m in masks],
+                }
+            )
     gt = make_gt(tracks, categories=cats, frames=frames, videos=videos, h=h, w=w, uncompressed=bool(seed % 2))
     if not results:
-        results = [{"video_id": videos[0], "category_id": cats[0], "score": 0.5,
-                    "segmentations": [rle(blob()) for _ in range(frames)]}]
+        results = [
+            {
+                "video_id": videos[0],
+                "category_id": cats[0],
+                "score": 0.5,
+                "segmentations": [rle(blob()) for _ in range(frames)],
+            }
+        ]
     rng.shuffle(results)
     return gt, results
 
@@ -301,7 +347,9 @@ def test_chunked_paths_give_the_same_numbers(monkeypatch):
 # ------------------------------------------------------------------ input errors
 def good_case():
     track = [box(0, 4, 0, 4), None, box(1, 5, 1, 5)]
-    return make_gt([(1, 1, track, False)]), [pred(1, 1, 0.5, [m if m is not None else box(0, 0, 0, 0) for m in track])]
+    return make_gt([(1, 1, track, False)]), [
+        pred(1, 1, 0.5, [m if m is not None else box(0, 0, 0, 0) for m in track])
+    ]
 
 
 def _mutated(change):
@@ -318,18 +366,33 @@ def _mutated(change):
         (lambda g, r: r[0].update(video_id=5), "video_id 5 is not in the ground truth"),
         (lambda g, r: r[0].update(category_id=9), "category_id 9 is not a ground-truth category"),
         (lambda g, r: r[0]["segmentations"].pop(), "2 segmentations for video 1 of 3 frames"),
-        (lambda g, r: r[0]["segmentations"][0].update(size=[H + 1, W]), "frame 0: mask size \\[21, 30\\] differs"),
-        (lambda g, r: r[0]["segmentations"][0].update(counts=[0, H * W]), "uncompressed RLE .* not accepted in results"),
-        (lambda g, r: r[0]["segmentations"].__setitem__(0, [[0, 0, 4, 0, 4, 4]]), "polygons are not accepted in results"),
+        (
+            lambda g, r: r[0]["segmentations"][0].update(size=[H + 1, W]),
+            "frame 0: mask size \\[21, 30\\] differs",
+        ),
+        (
+            lambda g, r: r[0]["segmentations"][0].update(counts=[0, H * W]),
+            "uncompressed RLE .* not accepted in results",
+        ),
+        (
+            lambda g, r: r[0]["segmentations"].__setitem__(0, [[0, 0, 4, 0, 4, 4]]),
+            "polygons are not accepted in results",
+        ),
         (lambda g, r: g["annotations"][0].pop("iscrowd"), "annotations\\[0\\]: missing 'iscrowd'"),
         (lambda g, r: g["annotations"][0].pop("areas"), "annotations\\[0\\]: missing 'areas'"),
         (lambda g, r: g["annotations"][0].update(id=0), "annotation id 0 is not allowed"),
         (lambda g, r: g["annotations"].append(dict(g["annotations"][0])), "duplicate annotation id 1"),
-        (lambda g, r: g["annotations"][0].update(category_id=5), "category_id 5 is not one of the file's categories"),
+        (
+            lambda g, r: g["annotations"][0].update(category_id=5),
+            "category_id 5 is not one of the file's categories",
+        ),
         (lambda g, r: g["annotations"][0].update(video_id=4), "video_id 4 is not one of the file's videos"),
         (lambda g, r: g["annotations"][0]["areas"].append(3), "4 areas for video 1 of 3 frames"),
         (lambda g, r: g["annotations"][0]["segmentations"][0]["counts"].append(1), "summing to 20\\*30=600"),
-        (lambda g, r: g["annotations"][0]["segmentations"][0].update(size=[H, W + 2]), "differs from the video's"),
+        (
+            lambda g, r: g["annotations"][0]["segmentations"][0].update(size=[H, W + 2]),
+            "differs from the video's",
+        ),
         (lambda g, r: g.update(annotations=None), "no 'annotations'"),
         (lambda g, r: g["videos"].append(dict(g["videos"][0])), "duplicate video id 1"),
         (lambda g, r: g["videos"][0].pop("height"), "missing 'height'"),
@@ -422,7 +485,9 @@ def test_metric_counts_a_repeated_video_once_and_keeps_states_compact():
         metric.update(records, item)
     _assert_same(metric.compute(), evaluate_ytvis(gt, results, per_category=True))
     assert metric.dtype == torch.float64
-    assert all(t.dtype == torch.float64 and t.ndim == 1 for t in metric.det_rows + metric.gt_rows + metric.pair_rows)
+    assert all(
+        t.dtype == torch.float64 and t.ndim == 1 for t in metric.det_rows + metric.gt_rows + metric.pair_rows
+    )
     n_values = sum(t.numel() for t in metric.det_rows + metric.gt_rows + metric.pair_rows)
     assert n_values < 10 * (len(results) + len(gt["annotations"]) + 1) * 6  # rows, not masks
 
@@ -437,7 +502,9 @@ def test_metric_without_updates_and_bad_updates():
     with pytest.raises(ValueError, match="category_id 9 is not a ground-truth category"):
         metric.update([{**results[0], "category_id": 9}], item)
     with pytest.raises(ValueError, match="do not fit a video of 3 frames of 20x30"):
-        metric.update({"masks": torch.zeros(1, 2, H, W), "scores": torch.ones(1), "category_ids": torch.ones(1)}, item)
+        metric.update(
+            {"masks": torch.zeros(1, 2, H, W), "scores": torch.ones(1), "category_ids": torch.ones(1)}, item
+        )
     with pytest.raises(ValueError, match="missing 'category_ids'"):
         metric.update({"masks": torch.zeros(1, 3, H, W), "scores": torch.ones(1)}, item)
     metric.update([], item)  # a video without predictions: its GT still counts
@@ -472,7 +539,9 @@ def test_metric_syncs_across_two_gloo_processes(tmp_path):
     gt, results = random_case(seed)
     expected = evaluate_ytvis(gt, results, per_category=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), gt, results, str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(_free_port(), gt, results, str(tmp_path)), nprocs=2, join=True
+    )
     for rank in (0, 1):
         stats = json.loads((tmp_path / f"{rank}.json").read_text())
         _assert_same(stats["alternating"], expected)

@@ -104,29 +104,6 @@ class EvalTables:
     def n_gts(self) -> int:
         return len(self.gt_video)
 
-    @classmethod
-    def concat(cls, parts: Sequence[EvalTables]) -> EvalTables:
-        """Stack several tables (e.g. one per video), re-basing the pair indices."""
-        if not parts:
-            return cls.empty()
-        det_off = np.cumsum([0] + [p.n_dets for p in parts[:-1]])
-        gt_off = np.cumsum([0] + [p.n_gts for p in parts[:-1]])
-        cols = {}
-        for f in fields(cls):
-            arrays = [getattr(p, f.name) for p in parts]
-            if f.name == "pair_det":
-                arrays = [a + o for a, o in zip(arrays, det_off)]
-            elif f.name == "pair_gt":
-                arrays = [a + o for a, o in zip(arrays, gt_off)]
-            cols[f.name] = np.concatenate(arrays)
-        return cls(**cols)
-
-    @classmethod
-    def empty(cls) -> EvalTables:
-        kinds = {"det_score": np.float64, "det_area": np.float64, "gt_area": np.float64, "pair_iou": np.float64}
-        kinds["gt_crowd"] = bool
-        return cls(**{f.name: np.zeros(0, dtype=kinds.get(f.name, np.int64)) for f in fields(cls)})
-
 
 def build_tables(videos: Sequence[VideoGT], dets: Sequence[VideoDets | None]) -> EvalTables:
     """The rows of several videos (``dets[i]`` are the predictions of ``videos[i]``) from parsed RLE
@@ -139,10 +116,16 @@ def build_tables(videos: Sequence[VideoGT], dets: Sequence[VideoDets | None]) ->
     def column(lists, dtype, count):
         return np.fromiter(chain.from_iterable(lists), dtype=dtype, count=int(count))
 
-    det_set = TrackSet(np.repeat(at, n_det), column((d.categories for d in dets), np.int64, n_det.sum()),
-                       [s for d in dets for s in d.segmentations])
-    gt_set = TrackSet(np.repeat(at, n_gt), column((v.categories for v in videos), np.int64, n_gt.sum()),
-                      [s for v in videos for s in v.segmentations])
+    det_set = TrackSet(
+        np.repeat(at, n_det),
+        column((d.categories for d in dets), np.int64, n_det.sum()),
+        [s for d in dets for s in d.segmentations],
+    )
+    gt_set = TrackSet(
+        np.repeat(at, n_gt),
+        column((v.categories for v in videos), np.int64, n_gt.sum()),
+        [s for v in videos for s in v.segmentations],
+    )
     ov = rle_overlaps([(v.height, v.width) for v in videos], det_set, gt_set)
     ids = np.array([v.id for v in videos], dtype=np.int64)
     return EvalTables(
@@ -195,7 +178,9 @@ def _group_positions(keys: np.ndarray, order: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _match_bucket(iou: np.ndarray, n_rows: np.ndarray, gt_valid, gt_ignore, gt_crowd) -> tuple[np.ndarray, np.ndarray]:
+def _match_bucket(
+    iou: np.ndarray, n_rows: np.ndarray, gt_valid, gt_ignore, gt_crowd
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching of B (video, category) groups at once, for every area range and threshold.
 
     ``iou`` (B, D, G): rows are predictions in score order, columns GTs in file order (padding 0).
@@ -238,7 +223,9 @@ def _pow2(n: np.ndarray) -> np.ndarray:
     return 1 << np.ceil(np.log2(np.maximum(n, 1))).astype(np.int64)
 
 
-def _match_all(tab: EvalTables, group_det, rank, group_gt, gt_pos, gt_ignore) -> tuple[np.ndarray, np.ndarray]:
+def _match_all(
+    tab: EvalTables, group_det, rank, group_gt, gt_pos, gt_ignore
+) -> tuple[np.ndarray, np.ndarray]:
     """(A, T, N) matched / matched-to-ignored flags of every prediction (rank >= 100: never matched)."""
     n_a, n_t = gt_ignore.shape[1], len(IOU_THRS)
     matched = np.zeros((n_a, n_t, tab.n_dets), dtype=bool)
@@ -319,7 +306,9 @@ def _accumulate_chunk(tp, fp, counts, npig, precision_out, recall_out):
     recall_out[...] = np.where(counts > 0, last, 0.0).transpose(1, 2, 0)
 
 
-def _accumulate(cat_k, tab: EvalTables, rank, tp, fp, npig, n_cats: int) -> tuple[np.ndarray, np.ndarray]:
+def _accumulate(
+    cat_k, tab: EvalTables, rank, tp, fp, npig, n_cats: int, full: bool
+) -> tuple[np.ndarray, np.ndarray]:
     n_t, n_r, n_a, n_m = len(IOU_THRS), len(REC_THRS), len(AREA_RANGES), len(MAX_DETS)
     precision = np.full((n_t, n_r, n_cats, n_a, n_m), -1.0)
     recall = np.full((n_t, n_cats, n_a, n_m), -1.0)
@@ -328,41 +317,64 @@ def _accumulate(cat_k, tab: EvalTables, rank, tp, fp, npig, n_cats: int) -> tupl
         return precision, recall
     # category, then score descending; ties: video id, then order within the video
     order = np.lexsort((tab.det_order, tab.det_video, -tab.det_score, cat_k))
-    for m_i, max_det in enumerate(MAX_DETS):
-        idx = order[rank[order] < max_det]
-        counts = np.bincount(cat_k[idx], minlength=n_cats)
-        starts = np.r_[0, np.cumsum(counts)[:-1]]
-        by_size = scored[np.argsort(counts[scored], kind="stable")]
-        lo = 0
-        while lo < len(by_size):  # chunks of categories with similar prediction counts
-            hi = lo + 1
-            while hi < len(by_size) and (hi - lo + 1) * max(int(counts[by_size[hi]]), 1) <= _CELL_BUDGET:
-                hi += 1
-            ks = by_size[lo:hi]
-            lo = hi
-            n = max(int(counts[ks].max()), 1)
-            offs = np.arange(n)
-            valid = offs[None, :] < counts[ks][:, None]
-            if len(idx):
-                rows = idx[np.where(valid, starts[ks][:, None] + offs[None, :], 0)]
-                tp_c, fp_c = tp[:, :, rows] & valid, fp[:, :, rows] & valid
-            else:
-                tp_c = fp_c = np.zeros((n_a, n_t, len(ks), n), dtype=bool)
-            p_out = np.empty((n_t, n_r, len(ks), n_a))
-            r_out = np.empty((n_t, len(ks), n_a))
-            _accumulate_chunk(tp_c, fp_c, counts[ks], np.maximum(npig[ks], 1), p_out, r_out)
-            precision[..., m_i][:, :, ks, :] = p_out
-            recall[..., m_i][:, ks, :] = r_out
-    no_gt = npig == 0  # (K, A): stays -1 whatever the false positives
-    k_idx, a_idx = np.nonzero(no_gt)
+    widest = None
+    for m_i in reversed(range(n_m)):  # 100 first: smaller caps often select the same predictions
+        idx = order[rank[order] < MAX_DETS[m_i]]
+        if widest is not None and len(idx) == len(widest):
+            precision[..., m_i], recall[..., m_i] = precision[..., -1], recall[..., -1]
+        elif widest is not None and not full:  # only AR uses these caps: the final TP counts suffice
+            found = np.zeros((n_a, n_t, n_cats))
+            np.add.at(found.transpose(2, 0, 1), cat_k[idx], tp[:, :, idx].transpose(2, 0, 1))
+            has = np.bincount(cat_k[idx], minlength=n_cats) > 0
+            recall[..., m_i] = np.where(
+                has[None, :, None], found.transpose(1, 2, 0) / np.maximum(npig, 1), 0.0
+            )
+        else:
+            _accumulate_cap(idx, cat_k, tp, fp, npig, scored, precision[..., m_i], recall[..., m_i])
+        widest = idx if widest is None else widest
+    k_idx, a_idx = np.nonzero(npig == 0)  # no positive: -1 whatever the false positives
     precision[:, :, k_idx, a_idx, :] = -1.0
     recall[:, k_idx, a_idx, :] = -1.0
     return precision, recall
 
 
-def evaluate_tables(tab: EvalTables, category_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+def _accumulate_cap(idx, cat_k, tp, fp, npig, scored, precision_out, recall_out) -> None:
+    """Precision (T, R, K, A) and recall (T, K, A) for the predictions ``idx`` (sorted by category,
+    then official order), in chunks of categories with similar prediction counts."""
+    n_a, n_t = tp.shape[:2]
+    counts = np.bincount(cat_k[idx], minlength=len(npig))
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    by_size = scored[np.argsort(counts[scored], kind="stable")]
+    lo = 0
+    while lo < len(by_size):
+        hi = lo + 1
+        while hi < len(by_size) and (hi - lo + 1) * max(int(counts[by_size[hi]]), 1) <= _CELL_BUDGET:
+            hi += 1
+        ks = by_size[lo:hi]
+        lo = hi
+        n = max(int(counts[ks].max()), 1)
+        offs = np.arange(n)
+        valid = offs[None, :] < counts[ks][:, None]
+        if len(idx):
+            rows = idx[np.where(valid, starts[ks][:, None] + offs[None, :], 0)]
+            tp_c, fp_c = tp[:, :, rows] & valid, fp[:, :, rows] & valid
+        else:
+            tp_c = fp_c = np.zeros((n_a, n_t, len(ks), n), dtype=bool)
+        p_out = np.empty((n_t, len(REC_THRS), len(ks), n_a))
+        r_out = np.empty((n_t, len(ks), n_a))
+        _accumulate_chunk(tp_c, fp_c, counts[ks], np.maximum(npig[ks], 1), p_out, r_out)
+        precision_out[:, :, ks, :] = p_out
+        recall_out[:, ks, :] = r_out
+
+
+def evaluate_tables(
+    tab: EvalTables, category_ids: Iterable[int], full: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Official ``precision`` (T, R, K, A, M) and ``recall`` (T, K, A, M) for the given categories
-    (rows of other categories are ignored, as the official evaluator filters by ``catIds``)."""
+    (rows of other categories are ignored, as the official evaluator filters by ``catIds``).
+
+    No statistic reads the precision at maxDets 1 and 10; it is filled only with ``full=True``
+    (otherwise -1 there, unless those caps select the same predictions as 100)."""
     cats = np.asarray(sorted(set(int(c) for c in category_ids)), dtype=np.int64)
     n_k = len(cats)
     lo, hi = AREA_RANGES[:, 0], AREA_RANGES[:, 1]
@@ -391,7 +403,7 @@ def evaluate_tables(tab: EvalTables, category_ids: Iterable[int]) -> tuple[np.nd
     out_of_range = ((tab.det_area[None, :] < lo[:, None]) | (tab.det_area[None, :] > hi[:, None]))[:, None, :]
     tp = matched & ~to_ignored
     fp = ~matched & ~out_of_range
-    return _accumulate(d_k, tab, rank, tp, fp, npig, n_k)
+    return _accumulate(d_k, tab, rank, tp, fp, npig, n_k, full)
 
 
 def _subset(tab: EvalTables, keep_d, keep_g, d_k, g_k, group_det, group_gt):
@@ -453,14 +465,18 @@ def summary_lines(stats: Mapping[str, float]) -> list[str]:
     lines = []
     for (kind, iou, area, dets), name in zip(_SUMMARY_ROWS, STAT_NAMES):
         title = "Average Precision" if kind == "AP" else "Average Recall"
-        lines.append(f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = {float(stats[name]):0.3f}")
+        lines.append(
+            f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = {float(stats[name]):0.3f}"
+        )
     return lines
 
 
 def category_labels(categories: Mapping[int, str]) -> dict[int, str]:
     """Category id -> the key used in ``per_category`` (its name; ``"name (id N)"`` when names repeat)."""
     names = list(categories.values())
-    return {cid: (name if names.count(name) == 1 else f"{name} (id {cid})") for cid, name in categories.items()}
+    return {
+        cid: (name if names.count(name) == 1 else f"{name} (id {cid})") for cid, name in categories.items()
+    }
 
 
 def per_category_ap(precision: np.ndarray, categories: Mapping[int, str]) -> dict[str, float]:
@@ -470,7 +486,9 @@ def per_category_ap(precision: np.ndarray, categories: Mapping[int, str]) -> dic
 
 
 # ------------------------------------------------------------------ entry point
-def evaluate_truth(truth: GroundTruth, per_video_dets: Mapping[int, VideoDets], per_category: bool = False) -> dict:
+def evaluate_truth(
+    truth: GroundTruth, per_video_dets: Mapping[int, VideoDets], per_category: bool = False
+) -> dict:
     """The statistics for parsed inputs (see :func:`evaluate_ytvis`)."""
     tables = build_tables(list(truth.videos.values()), [per_video_dets.get(vid) for vid in truth.videos])
     precision, recall = evaluate_tables(tables, truth.category_ids)

@@ -144,27 +144,44 @@ def _bad_frame(seg, h: int, w: int, where: str, results: bool) -> YTVISInputErro
         return YTVISInputError(f"{where}: RLE 'counts' must be a string, got {type(counts).__name__}")
     if results and isinstance(seg, list):
         return YTVISInputError(f"{where}: polygons are not accepted in results (give compressed RLE)")
-    return YTVISInputError(f"{where}: a segmentation must be an RLE dict, a polygon list or null, got {type(seg).__name__}")
+    return YTVISInputError(
+        f"{where}: a segmentation must be an RLE dict, a polygon list or null, got {type(seg).__name__}"
+    )
 
 
 def _result_frames(segs: list, h: int, w: int, where: str) -> list:
     """A result's frames: compressed RLE dicts kept as they are, absent frames as ``None``."""
     hw = [h, w]
-    out = [s if s else None for s in segs]
-    for t, s in enumerate(out):
-        if s is not None and not (
-            type(s) is dict and s.get("size") == hw and type(s.get("counts")) in (str, bytes)
+    odd = [
+        t
+        for t, s in enumerate(segs)
+        if s is not None and (type(s) is not dict or s.get("size") != hw or type(s.get("counts")) is not str)
+    ]
+    if not odd:  # the usual case: nothing to convert, the list is used as it is (never modified)
+        return segs
+    out = list(segs)
+    for t in odd:
+        s = segs[t]
+        if not s:
+            out[t] = None
+        elif (
+            isinstance(s, Mapping)
+            and list(s.get("size") or ()) == hw
+            and isinstance(s.get("counts"), (str, bytes))
         ):
-            if isinstance(s, Mapping) and list(s.get("size") or ()) == hw and isinstance(s.get("counts"), (str, bytes)):
-                out[t] = {"size": hw, "counts": s["counts"]}
-                continue
+            out[t] = {"size": hw, "counts": s["counts"]}
+        else:
             raise _bad_frame(s, h, w, f"{where} frame {t}", results=True)
     return out
 
 
 def _polygon_rle(seg: list, h: int, w: int, where: str) -> dict:
-    if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(_is_number, p)) for p in seg):
-        raise YTVISInputError(f"{where}: a polygon must be a list of [x1, y1, x2, y2, ...] with at least 3 points")
+    if not all(
+        isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(_is_number, p)) for p in seg
+    ):
+        raise YTVISInputError(
+            f"{where}: a polygon must be a list of [x1, y1, x2, y2, ...] with at least 3 points"
+        )
     return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
 
 
@@ -256,7 +273,9 @@ def _parse_annotation(ann, video: VideoGT, categories: Mapping[int, str], where:
     if video.length is None:
         video.length = len(segs)
     if len(segs) != video.length:
-        raise YTVISInputError(f"{where}: {len(segs)} segmentations for video {video.id} of {video.length} frames")
+        raise YTVISInputError(
+            f"{where}: {len(segs)} segmentations for video {video.id} of {video.length} frames"
+        )
     if len(areas) != video.length:
         raise YTVISInputError(f"{where}: {len(areas)} areas for video {video.id} of {video.length} frames")
     video.ids.append(aid)
@@ -297,7 +316,9 @@ def load_ground_truth(gt) -> GroundTruth:
     """Parse and check a YTVIS ground-truth json (path or dict)."""
     data, source = read_json(gt, "ground-truth")
     if not isinstance(data, Mapping):
-        raise YTVISInputError(f"{source}: the ground truth must be a JSON object with videos, categories, annotations")
+        raise YTVISInputError(
+            f"{source}: the ground truth must be a JSON object with videos, categories, annotations"
+        )
     for key in ("videos", "categories"):
         if not isinstance(data.get(key), list):
             raise YTVISInputError(f"{source}: missing or invalid '{key}' list")
@@ -334,18 +355,24 @@ def parse_video_ground_truth(item: Mapping, categories: Mapping[int, str], sourc
     video = _parse_video({**item, "id": item.get(key)}, f"{source}: video {item.get(key)!r}")
     anns = item.get("annotations")
     if anns is None:
-        raise YTVISInputError(f"{source}: video {video.id}: no 'annotations' (an unlabelled video cannot be scored)")
+        raise YTVISInputError(
+            f"{source}: video {video.id}: no 'annotations' (an unlabelled video cannot be scored)"
+        )
     seen: set[int] = set()
     for i, ann in enumerate(anns):
         where = f"{source}: video {video.id} annotations[{i}]"
         if isinstance(ann, Mapping) and ann.get("video_id", video.id) != video.id:
-            raise YTVISInputError(f"{where}: video_id {ann['video_id']!r} differs from the video's {video.id}")
+            raise YTVISInputError(
+                f"{where}: video_id {ann['video_id']!r} differs from the video's {video.id}"
+            )
         _parse_annotation(ann, video, categories, where, seen)
     return video
 
 
 # ------------------------------------------------------------------ results
-def _parse_result(r, pos: int, video: VideoGT, categories: Mapping[int, str], dets: VideoDets, where: str) -> None:
+def _parse_result(
+    r, pos: int, video: VideoGT, categories: Mapping[int, str], dets: VideoDets, where: str
+) -> None:
     cat = r["category_id"]
     if not _is_int(cat) or cat not in categories:
         raise YTVISInputError(
@@ -360,7 +387,9 @@ def _parse_result(r, pos: int, video: VideoGT, categories: Mapping[int, str], de
     if video.length is None:
         video.length = len(segs)
     if len(segs) != video.length:
-        raise YTVISInputError(f"{where}: {len(segs)} segmentations for video {video.id} of {video.length} frames")
+        raise YTVISInputError(
+            f"{where}: {len(segs)} segmentations for video {video.id} of {video.length} frames"
+        )
     dets.categories.append(int(cat))
     dets.scores.append(float(score))
     dets.order.append(pos)

@@ -64,7 +64,12 @@ def ground_truth_items(gt) -> Iterator[dict]:
     for ann in data.get("annotations") or []:
         by_video.setdefault(ann.get("video_id"), []).append(ann)
     for v in data["videos"]:
-        item = {"video_id": v["id"], "height": v["height"], "width": v["width"], "annotations": by_video.get(v["id"], [])}
+        item = {
+            "video_id": v["id"],
+            "height": v["height"],
+            "width": v["width"],
+            "annotations": by_video.get(v["id"], []),
+        }
         if "length" in v:
             item["length"] = v["length"]
         yield item
@@ -101,10 +106,16 @@ class YTVISMetric(Metric):
             tables = build_tables([video], [dets])
         vid_d = np.full(tables.n_dets, video.id, dtype=np.float64)
         vid_g = np.full(tables.n_gts, video.id, dtype=np.float64)
-        det = np.stack([vid_d, np.arange(tables.n_dets), tables.det_cat, tables.det_score, tables.det_area], axis=1)
-        gt = np.stack([vid_g, np.arange(tables.n_gts), tables.gt_id, tables.gt_cat, tables.gt_area, tables.gt_crowd], axis=1)
+        det = np.stack(
+            [vid_d, np.arange(tables.n_dets), tables.det_cat, tables.det_score, tables.det_area], axis=1
+        )
+        gt = np.stack(
+            [vid_g, np.arange(tables.n_gts), tables.gt_id, tables.gt_cat, tables.gt_area, tables.gt_crowd],
+            axis=1,
+        )
         pair = np.stack(
-            [np.full(len(tables.pair_iou), video.id), tables.pair_det, tables.pair_gt, tables.pair_iou], axis=1
+            [np.full(len(tables.pair_iou), video.id), tables.pair_det, tables.pair_gt, tables.pair_iou],
+            axis=1,
         )
         for state, rows in ((self.det_rows, det), (self.gt_rows, gt), (self.pair_rows, pair)):
             state.append(torch.as_tensor(rows.astype(np.float64).ravel(), device=self.device))
@@ -116,7 +127,9 @@ class YTVISMetric(Metric):
                 raise YTVISInputError(f"{where}: missing '{key}' (expected masks, scores, category_ids)")
         masks = torch.as_tensor(predictions["masks"])
         scores = torch.as_tensor(predictions["scores"]).detach().double().cpu().numpy().reshape(-1)
-        cats = torch.as_tensor(predictions["category_ids"]).detach().cpu().numpy().astype(np.int64).reshape(-1)
+        cats = (
+            torch.as_tensor(predictions["category_ids"]).detach().cpu().numpy().astype(np.int64).reshape(-1)
+        )
         n = len(scores)
         fits = masks.ndim == 4 and masks.shape[0] == n and len(cats) == n
         fits = fits and tuple(masks.shape[2:]) == (video.height, video.width)
@@ -191,7 +204,9 @@ def _unique_rows(rows: np.ndarray, key_cols: list[int]) -> np.ndarray:
 def _decode_tracks(video: VideoGT, n_frames: int, device) -> torch.Tensor:
     """The video's GT tracks as a (G, T, H, W) bool tensor on ``device``."""
     out = torch.zeros((len(video.ids), n_frames, video.height, video.width), dtype=torch.bool)
-    where = [(g, t) for g, frames in enumerate(video.segmentations) for t, s in enumerate(frames) if s is not None]
+    where = [
+        (g, t) for g, frames in enumerate(video.segmentations) for t, s in enumerate(frames) if s is not None
+    ]
     if where:
         rles = [video.segmentations[g][t] for g, t in where]
         with warnings.catch_warnings():  # pycocotools under numpy 2: a harmless copy-keyword notice

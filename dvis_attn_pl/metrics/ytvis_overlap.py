@@ -1,4 +1,4 @@
-"""Video IoU of the same-category (prediction, ground-truth) pairs of one video.
+"""Video IoU of the same-category (prediction, ground-truth track) pairs of each video.
 
 The video IoU of a prediction d and a track g is ``sum_t |d_t & g_t| / sum_t |d_t | g_t|``; absent
 frames count as empty. Both sums are integers, so the result is one float64 division of exact
@@ -7,14 +7,14 @@ are returned: every IoU threshold is >= 0.5, so the others can never match.
 
 Two routes give identical numbers:
 
-* :func:`rle_overlaps` (result files, dataset items): masks stay RLE. Per-frame pixel counts come
-  from pycocotools' C ``area``; per-frame intersections from one C ``iou`` call per video, then
-  ``|d & g| = round(iou * (|d| + |g|) / (1 + iou))`` (exact: the error is < 1e-6 pixel). To score
-  only pairs in the same frame and category in that single call, each (category, frame) slot gets
-  its own nominal RLE width: pycocotools decodes the runs whatever the declared size, and scores a
-  pair of different sizes as -1 without merging its runs.
-* :func:`mask_overlaps` (binary mask tensors): per category, matrix products of the flattened
-  masks on the masks' device, in column chunks small enough for exact float32 sums.
+* :func:`rle_overlaps` (result files, dataset items), for many videos at once: masks stay RLE.
+  Per-frame pixel counts come from pycocotools' C ``area``; per-frame IoUs from one C ``iou``
+  call per video, and ``|d & g| = round(iou * (|d| + |g|) / (1 + iou))`` (exact: the error is
+  < 1e-6 pixel). So that this single call scores only pairs of the same frame and category, each
+  (category, frame) slot gets its own nominal RLE width: pycocotools decodes the runs whatever the
+  declared size and scores a pair of different sizes -1 without merging its runs (checked by a test).
+* :func:`mask_overlaps` (binary mask tensors of one video): per category, matrix products of the
+  flattened masks on the masks' device, in column chunks small enough for exact float32 sums.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from operator import is_not
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from pycocotools import mask as mask_utils
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["BatchOverlaps", "TrackSet", "average_area", "rle_areas", "rle_overlaps", "mask_overlaps"]
 
@@ -46,7 +49,9 @@ def rle_areas(rles: Sequence[dict]) -> np.ndarray:
     """Pixel counts of compressed RLEs (C code; one call per 255 masks)."""
     if not rles:
         return np.zeros(0, dtype=np.int64)
-    parts = [np.asarray(mask_utils.area(list(rles[i : i + _AREA_CHUNK]))) for i in range(0, len(rles), _AREA_CHUNK)]
+    parts = [
+        np.asarray(mask_utils.area(list(rles[i : i + _AREA_CHUNK]))) for i in range(0, len(rles), _AREA_CHUNK)
+    ]
     return np.concatenate(parts).astype(np.int64)
 
 
@@ -173,8 +178,14 @@ def _tagged_ious(h, w, d_rles, d_idx, d_tag, g_rles, g_idx, g_tag):
     tags are never merged. Returns row and column positions of the same-tag pairs and their IoU.
     """
     base = min(int(d_tag.min()), int(g_tag.min()))
-    dl = [{"size": [h, w + t - base], "counts": d_rles[i]["counts"]} for i, t in zip(d_idx.tolist(), d_tag.tolist())]
-    gl = [{"size": [h, w + t - base], "counts": g_rles[i]["counts"]} for i, t in zip(g_idx.tolist(), g_tag.tolist())]
+    dl = [
+        {"size": [h, w + t - base], "counts": d_rles[i]["counts"]}
+        for i, t in zip(d_idx.tolist(), d_tag.tolist())
+    ]
+    gl = [
+        {"size": [h, w + t - base], "counts": g_rles[i]["counts"]}
+        for i, t in zip(g_idx.tolist(), g_tag.tolist())
+    ]
     ious = np.asarray(mask_utils.iou(dl, gl, np.zeros(len(gl), dtype=np.uint8))).reshape(len(dl), len(gl))
     r, c = np.nonzero(d_tag[:, None] == g_tag[None, :])
     return r, c, ious[r, c]
@@ -185,6 +196,8 @@ def mask_overlaps(
 ) -> BatchOverlaps:
     """Overlaps of one video from binary masks ``(D, T, H, W)`` and ``(G, T, H, W)``, computed on
     ``det_masks``' device (``gt_masks`` is moved there)."""
+    import torch  # only this route needs it: the command line stays light
+
     if det_masks.ndim != 4 or gt_masks.ndim != 4 or det_masks.shape[1:] != gt_masks.shape[1:]:
         raise ValueError(
             f"masks must be (N, T, H, W) with equal T, H, W; got {tuple(det_masks.shape)} and {tuple(gt_masks.shape)}"
