@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .analysis.decision import prefix_lengths
 from .io_utils import atomic_write_bytes, atomic_write_json
+from .metrics.ytvis_eval import STAT_NAMES
 
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -88,26 +88,9 @@ def _median(values: list[float]) -> float | None:
 
 def format_table(stats: dict) -> str:
     """The 12 YTVIS statistics, one per line, as the official summary prints them."""
-    rows = [
-        ("Average Precision", "AP", "0.50:0.95", "all", 100),
-        ("Average Precision", "AP", "0.50", "all", 100),
-        ("Average Precision", "AP", "0.75", "all", 100),
-        ("Average Precision", "AP", "0.50:0.95", "small", 100),
-        ("Average Precision", "AP", "0.50:0.95", "medium", 100),
-        ("Average Precision", "AP", "0.50:0.95", "large", 100),
-        ("Average Recall", "AR", "0.50:0.95", "all", 1),
-        ("Average Recall", "AR", "0.50:0.95", "all", 10),
-        ("Average Recall", "AR", "0.50:0.95", "all", 100),
-        ("Average Recall", "AR", "0.50:0.95", "small", 100),
-        ("Average Recall", "AR", "0.50:0.95", "medium", 100),
-        ("Average Recall", "AR", "0.50:0.95", "large", 100),
-    ]
-    lines = []
-    for (title, short, iou, area, dets), name in zip(rows, STAT_NAMES):
-        lines.append(
-            f" {title:<18} ({short}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = {float(stats[name]):0.3f}"
-        )
-    return "\n".join(lines)
+    from .metrics.ytvis_eval import summary_lines
+
+    return "\n".join(summary_lines(stats))
 
 
 def log_metrics_to_tensorboard(log_dir: Path, metrics: dict, cfg) -> None:
