@@ -33,6 +33,7 @@ _PATH_ARGS = (
     ("gt", "file"),
     ("results", "file"),
     ("run_dir", "dir"),
+    ("compare", "dir"),
 )
 
 
@@ -127,7 +128,10 @@ the run directory, never the model, so it can run on another machine than the in
 _ANALYZE_EPILOG = """\
 examples:
   python -m dvis_attn_pl analyze runs/r50
-  tensorboard --logdir runs/r50
+  python -m dvis_attn_pl analyze runs/r50 --only frame_importance,cues --videos 3,7
+  python -m dvis_attn_pl analyze runs/r50 --layers 0,2 --scalings per_frame,across_frames_weighted
+  python -m dvis_attn_pl analyze runs/scrambled --compare runs/r50 --no-video
+  tensorboard --logdir runs/r50 --samples_per_plugin images=10000
 """
 
 
@@ -200,7 +204,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = add("analyze", "summaries, plots and videos from a run", _ANALYZE_DESCRIPTION, _ANALYZE_EPILOG)
     analyze.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by test or predict")
+    _add_analyze_flags(analyze)
     return parser
+
+
+def _add_analyze_flags(parser: argparse.ArgumentParser) -> None:
+    """``analyze`` options (checked by the command: names, ids and layers depend on the run)."""
+    parser.add_argument(
+        "--only", metavar="LIST",
+        help="comma list of analyses to run, failing if their inputs are missing: frame_importance, tracker, "
+        "stats, cues, decision, compare, plots, videos, tensorboard (default: every one whose inputs exist)",
+    )
+    parser.add_argument("--videos", metavar="IDS", help="comma list of video ids (default: all)")
+    parser.add_argument("--top-k", metavar="N", type=_positive_int, help="best-scored predictions per video (default 5)")
+    parser.add_argument(
+        "--layers", metavar="LIST",
+        help="decoder cross-attention layers drawn in overlays and videos (default: the last captured one)",
+    )
+    parser.add_argument(
+        "--scalings", metavar="LIST",
+        help="attention overlay scalings: per_frame (default), across_frames, per_frame_weighted, "
+        "across_frames_weighted (the first is used in videos and TensorBoard)",
+    )
+    parser.add_argument("--styles", metavar="LIST", help="attention overlay styles: smooth (default), grid")
+    parser.add_argument("--compare", metavar="OTHER_RUN_DIR", help="compare frame importance with another run")
+    parser.add_argument("--no-video", action="store_true", help="do not write the MP4 prediction videos")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write tensorboard/analyze events")
+    parser.add_argument(
+        "--order-by-importance", action="store_true",
+        help="show the frames of the prediction videos in decreasing frame importance",
+    )
 
 
 def _check_paths(args: argparse.Namespace) -> None:

@@ -132,7 +132,8 @@ def finish_run(run_dir: Path, command: str, metric_results, data_json: Path, dat
         {
             "command": command,
             "argv": sys.argv[1:],
-            "data": str(data_json),
+            "data": str(Path(data_json).resolve()),
+            "frames": str(Path(args.frames).resolve() if getattr(args, "frames", None) else Path(data_json).resolve().parent / "JPEGImages"),
             "checkpoint": args.ckpt,
             "random_weights": random_weights,
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__},

@@ -1,10 +1,73 @@
-"""``python -m dvis_attn_pl analyze``: placeholder until the command is implemented."""
+"""``python -m dvis_attn_pl analyze RUN_DIR``: summaries, plots, videos and TensorBoard events from a run.
+
+Reads only the run directory (and, when it can, the ground-truth json and frames the run names),
+never the model. The work is :func:`dvis_attn_pl.analysis.pipeline.run_pipeline`; this module turns
+the command-line flags into :class:`~dvis_attn_pl.analysis.pipeline.AnalyzeOptions`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
 
 
-def run_analyze(args: argparse.Namespace) -> int | None:
-    """Run the ``analyze`` command with the parsed arguments; returns the exit status (None = 0)."""
-    raise NotImplementedError
+def _names(value: str | None, flag: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not items:
+        raise UserError(f"{flag} {value!r}: expected a comma-separated list")
+    return items
+
+
+def _ints(value: str | None, flag: str) -> tuple[int, ...] | None:
+    items = _names(value, flag)
+    if items is None:
+        return None
+    try:
+        out = tuple(int(v) for v in items)
+    except ValueError:
+        raise UserError(f"{flag} {value!r}: expected comma-separated integers") from None
+    if any(v < 0 for v in out):
+        raise UserError(f"{flag} {value!r}: layer indices are >= 0")
+    return out
+
+
+def options_from_args(args: argparse.Namespace):
+    """The pipeline options of the parsed ``analyze`` arguments (one-line UserError on bad values)."""
+    from ..analysis.pipeline import AnalyzeOptions
+
+    defaults = AnalyzeOptions()
+    return AnalyzeOptions(
+        only=_names(getattr(args, "only", None), "--only"),
+        videos=_names(getattr(args, "videos", None), "--videos"),
+        layers=_ints(getattr(args, "layers", None), "--layers"),
+        scalings=_names(getattr(args, "scalings", None), "--scalings") or defaults.scalings,
+        styles=_names(getattr(args, "styles", None), "--styles") or defaults.styles,
+        top_k=getattr(args, "top_k", None) or defaults.top_k,
+        compare=Path(args.compare) if getattr(args, "compare", None) else None,
+        video=not getattr(args, "no_video", False),
+        tensorboard=not getattr(args, "no_tensorboard", False),
+        order_by_importance=bool(getattr(args, "order_by_importance", False)),
+    )
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Run the ``analyze`` command with the parsed arguments; returns the exit status."""
+    from ..analysis.pipeline import run_pipeline
+
+    run_dir = Path(args.run_dir)
+    report = run_pipeline(run_dir, options_from_args(args))
+    counts: dict[str, int] = {}
+    for path in report.written:
+        rel = path.relative_to(run_dir)
+        group = rel.parts[0] if rel.parts[0] != "inference" or len(rel.parts) < 3 else "/".join(rel.parts[:2])
+        counts[group] = counts.get(group, 0) + 1
+    jsons = [p.name for p in report.written if p.suffix == ".json" and p.parent.name == "inference"]
+    parts = [", ".join(jsons)] if jsons else []
+    parts += [f"{n} files under {g}/" for g, n in sorted(counts.items()) if g not in ("inference",)]
+    print(f"dvis_attn_pl analyze: wrote {'; '.join(parts) or 'nothing'} in {run_dir}", file=sys.stderr)
+    return 0
