@@ -14,7 +14,7 @@ Shared with the offline model: :class:`VideoInput`, :func:`select_topk`, :func:`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis.decision import mean_prefix_logits
+from ..data.frames import LazyFrames
 from ..data.transforms import normalize_and_pad
 from .backbone.base import build_backbone
 from .capture import CaptureContext
@@ -37,11 +38,19 @@ MaskSource = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- input
+def _frame_hw(frame: object, t: int) -> tuple[int, int]:
+    """``(h, w)`` of input frame ``t``, which must be a (3, h, w) tensor."""
+    if not isinstance(frame, torch.Tensor) or frame.dim() != 3 or frame.shape[0] != 3:
+        shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
+        raise ValueError(f"batched_inputs[0]['image'][{t}] must be a (3, h, w) tensor, got {shape}")
+    return int(frame.shape[-2]), int(frame.shape[-1])
+
+
 @dataclass
 class VideoInput:
     """One video of ``batched_inputs``, validated; frames stay where the caller put them."""
 
-    frames: list[torch.Tensor]  # T x uint8 (3, h, w)
+    frames: Sequence[torch.Tensor]  # T x uint8 (3, h, w): a list, or a LazyFrames decoded per window
     image_size: tuple[int, int]  # (h, w) of the first frame: resized, unpadded
     padded_size: tuple[int, int]  # (Hp, Wp) after padding to the size divisibility
     output_size: tuple[int, int]  # (H, W) original size
@@ -61,16 +70,17 @@ class VideoInput:
         item = batched_inputs[0]
         if "image" not in item:
             raise ValueError("batched_inputs[0] has no 'image' (the list of (3, h, w) uint8 frames)")
-        frames = list(item["image"])
-        if not frames:
+        lazy = isinstance(item["image"], LazyFrames)  # kept lazy: windows are sliced and decoded one by one
+        frames = item["image"] if lazy else list(item["image"])
+        if len(frames) == 0:
             raise ValueError("batched_inputs[0]['image'] is empty: a video needs at least one frame")
-        for t, frame in enumerate(frames):
-            if not isinstance(frame, torch.Tensor) or frame.dim() != 3 or frame.shape[0] != 3:
-                shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
-                raise ValueError(f"batched_inputs[0]['image'][{t}] must be a (3, h, w) tensor, got {shape}")
-        h, w = int(frames[0].shape[-2]), int(frames[0].shape[-1])
-        max_h = max(int(f.shape[-2]) for f in frames)
-        max_w = max(int(f.shape[-1]) for f in frames)
+        if lazy:  # one size for every frame (checked on decode); read without decoding when known
+            h, w = frames.frame_size or _frame_hw(frames[0], 0)
+            max_h, max_w = h, w
+        else:
+            sizes = [_frame_hw(frame, t) for t, frame in enumerate(frames)]
+            h, w = sizes[0]
+            max_h, max_w = max(s[0] for s in sizes), max(s[1] for s in sizes)
         div = max(int(size_divisibility), 1)
         padded = (-(-max_h // div) * div, -(-max_w // div) * div)
         start = int(item.get("long_video_start_fidx", -1))
@@ -286,15 +296,20 @@ class DVISDAQOnline(nn.Module):
         return self.inference(batched_inputs)
 
     # ------------------------------------------------------------------ windows
-    def preprocess(self, frames: list[torch.Tensor], padded_size: tuple[int, int]) -> torch.Tensor:
-        """uint8 frames -> normalised, zero-padded float32 (t, 3, Hp, Wp) on the model's device."""
+    def preprocess(self, frames: Sequence[torch.Tensor], padded_size: tuple[int, int]) -> torch.Tensor:
+        """uint8 frames -> normalised, zero-padded (t, 3, Hp, Wp) on the model's device, in its dtype."""
         images = normalize_and_pad(
             [f.to(self.device, non_blocking=True) for f in frames],
             self.pixel_mean,
             self.pixel_std,
             self.size_divisibility,
-        )
+        ).to(self.pixel_mean.dtype)  # normalised in float32, then the model's dtype (model.to(dtype))
         pad_h, pad_w = padded_size[0] - images.shape[-2], padded_size[1] - images.shape[-1]
+        if pad_h < 0 or pad_w < 0:
+            raise ValueError(
+                f"a frame of {tuple(images.shape[-2:])} (padded) exceeds the video's padded size {padded_size}; "
+                "all frames of a video must have the first frame's size"
+            )
         if pad_h or pad_w:  # a window of smaller frames: pad to the video's size
             images = F.pad(images, (0, pad_w, 0, pad_h), value=0.0)
         return images

@@ -164,7 +164,8 @@ class VideoMultiScaleMaskedTransformerDecoderDVISPlus(nn.Module):
         srcs, poss, sizes = [], [], []
         for level, feat in enumerate(x):
             sizes.append((int(feat.shape[-2]), int(feat.shape[-1])))
-            poss.append(self.pe_layer(feat).flatten(2).permute(2, 0, 1))
+            pos = self.pe_layer(feat).to(feat.dtype)  # float32 except after model.to(dtype)
+            poss.append(pos.flatten(2).permute(2, 0, 1))
             src = self.input_proj[level](feat).flatten(2) + self.level_embed.weight[level][None, :, None]
             srcs.append(src.permute(2, 0, 1))
         return srcs, poss, sizes
