@@ -265,6 +265,7 @@ class _RSS(Callback):
         self.rss.append(psutil.Process().memory_info().rss)
 
 
+@pytest.mark.slow
 def test_host_memory_stays_flat_over_videos(tiny, tmp_path):
     cfg, model = tiny
     rss = _RSS()

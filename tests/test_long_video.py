@@ -153,6 +153,7 @@ def run_long_video(arch: str) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["DVIS_DAQ_online", "DVIS_DAQ_offline"])
 def test_300_frames_bounded_memory_and_lazy_frames(arch):
     root = Path(__file__).resolve().parents[1]
