@@ -41,6 +41,8 @@ class PredictionWriter(Callback):
         return {p.stem for p in self.parts_dir.glob("*.json")}
 
     def _write(self, result) -> None:
+        if result is None:  # a rank's placeholder step (no video)
+            return
         atomic_write_json(
             self.part_path(result.video_id),
             {

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from .analysis.decision import foreground_probs, prefix_lengths, settle_frame
+from .data.datamodule import is_placeholder
+from .fault_injection import maybe_fault
 from .results import to_ytvis_records
 
 PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -52,7 +54,9 @@ class DVISDAQModule(L.LightningModule):
         self.metric = metric
         self.prefix_fractions = tuple(prefix_fractions)
         self.frames_seen = 0
+        self.videos_run = 0
         self.metric_results: dict | None = None
+        self.resumed_videos: list[tuple[list[dict], dict]] = []  # (records, ground truth) of skipped videos
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         """Keep frames on the host: the model moves one segmenter window at a time."""
@@ -63,6 +67,8 @@ class DVISDAQModule(L.LightningModule):
 
     def infer(self, video: dict) -> VideoResult:
         """Run one video and gather its outputs, records and temporal information."""
+        maybe_fault(self.global_rank, self.videos_run)
+        self.videos_run += 1
         outputs = self.model([video])
         info = getattr(self.model, "last_inference", None)
         video_id = video["video_id"]
@@ -130,16 +136,24 @@ class DVISDAQModule(L.LightningModule):
             )
         return dims
 
-    def test_step(self, batch: list[dict], batch_idx: int) -> VideoResult:
+    def test_step(self, batch: list[dict], batch_idx: int) -> VideoResult | None:
         (video,) = batch
+        if is_placeholder(video):
+            return None
         result = self.infer(video)
         if self.metric is not None and video.get("annotations") is not None:
             self.metric.update(result.records, video)
         return result
 
-    def predict_step(self, batch: list[dict], batch_idx: int) -> VideoResult:
+    def predict_step(self, batch: list[dict], batch_idx: int) -> VideoResult | None:
         (video,) = batch
-        return self.infer(video)
+        return None if is_placeholder(video) else self.infer(video)
+
+    def on_test_epoch_start(self) -> None:
+        """Add the videos a resumed run skipped (their stored records) to the metric, once."""
+        if self.metric is not None and self.global_rank == 0:
+            for records, ground_truth in self.resumed_videos:
+                self.metric.update(records, ground_truth)
 
     def on_test_epoch_end(self) -> None:
         if self.metric is None:

@@ -127,16 +127,20 @@ def finish_run(run_dir: Path, command: str, metric_results, data_json: Path, dat
 
     inference = Path(run_dir) / "inference"
     atomic_write_bytes(Path(run_dir) / "config.yaml", cfg.dump().encode("utf-8"))
+    run_file = Path(run_dir) / "run.json"
+    started = json.loads(run_file.read_text()) if run_file.is_file() else {}
     atomic_write_json(
-        Path(run_dir) / "run.json",
+        run_file,
         {
             "command": command,
             "argv": sys.argv[1:],
+            "status": "complete",
             "data": str(Path(data_json).resolve()),
             "frames": str(Path(args.frames).resolve() if getattr(args, "frames", None) else Path(data_json).resolve().parent / "JPEGImages"),
             "checkpoint": args.ckpt,
             "random_weights": random_weights,
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__},
+            "fingerprint": started.get("fingerprint"),
         },
         indent=1,
     )

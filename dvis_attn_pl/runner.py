@@ -118,6 +118,7 @@ def quiet_lightning() -> None:
         ".*overridden `transfer_batch_to_device`.*",
         ".*isinstance\\(treespec, LeafSpec\\).*",
         ".*does not have many workers.*",
+        ".*when logging on epoch level in distributed setting.*",  # we log rank 0's synced metric
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -153,20 +154,74 @@ def _parse_devices(value: str):
         raise UserError(f"--devices {value!r}: expected a number, a list like 0,1, or auto") from None
 
 
-def build_dataset(data_json: Path, frames_root: Path, cfg, max_videos: int | None):
-    """The video set, limited to its first ``max_videos`` videos (by id) when asked."""
+def select_videos(data, keep_ids):
+    """``data`` restricted to the videos in ``keep_ids`` (and their annotations), order kept."""
     from dataclasses import replace
 
+    keep = set(keep_ids)
+    videos = tuple(v for v in data.videos if v.id in keep)
+    anns = None if data.annotations is None else tuple(a for a in data.annotations if a.video_id in keep)
+    return replace(data, videos=videos, annotations=anns)
+
+
+def build_dataset(data_json: Path, frames_root: Path, cfg, max_videos: int | None):
+    """The video set, limited to its first ``max_videos`` videos (by id) when asked."""
     from .data.dataset import YTVISVideoDataset
     from .data.ytvis_json import load_ytvis_json
 
     data = load_ytvis_json(data_json)
     if max_videos:
-        videos = data.videos[:max_videos]
-        keep = {v.id for v in videos}
-        anns = None if data.annotations is None else tuple(a for a in data.annotations if a.video_id in keep)
-        data = replace(data, videos=videos, annotations=anns)
+        data = select_videos(data, [v.id for v in data.videos[:max_videos]])
     return YTVISVideoDataset.from_data(data, frames_root, cfg), data
+
+
+def ground_truth_item(dataset, index: int) -> dict:
+    """What :meth:`YTVISMetric.update` needs of video ``index`` (no frame is read)."""
+    v = dataset.data.videos[index]
+    return {
+        "video_id": v.id,
+        "height": v.height,
+        "width": v.width,
+        "length": v.length,
+        "annotations": dataset.ground_truth(index),
+    }
+
+
+def prepare_resume(run_dir: Path, command: str, cfg, args, data_json: Path, frames_root: Path, dataset) -> list:
+    """Check ``run_dir`` against this run, record the run's start, and return the complete video ids."""
+    from .resume import (
+        check_resumable,
+        completed_videos,
+        is_launching_process,
+        remove_temporary_files,
+        run_fingerprint,
+        start_run,
+    )
+
+    fingerprint = run_fingerprint(command, cfg, args, data_json, frames_root)
+    resuming = check_resumable(run_dir, fingerprint)
+    done = completed_videos(run_dir, dataset.video_ids, args.capture != "none") if resuming else []
+    if is_launching_process():
+        if resuming:
+            remove_temporary_files(run_dir)
+        start_run(run_dir, fingerprint, command, sys.argv[1:])
+    if resuming:
+        log(f"resuming {run_dir}: {len(done)} of {len(dataset)} videos already complete")
+    return done
+
+
+def resumed_metric_inputs(run_dir: Path, dataset, done: list) -> list[tuple[list, dict]]:
+    """(stored records, ground truth) of each complete video, for the metric of the launching process."""
+    from .resume import is_launching_process, read_part
+
+    if not is_launching_process():
+        return []
+    done_set = set(done)
+    return [
+        (read_part(run_dir, vid)["records"], ground_truth_item(dataset, i))
+        for i, vid in enumerate(dataset.video_ids)
+        if vid in done_set
+    ]
 
 
 def execute(args, command: str) -> int:
@@ -175,6 +230,7 @@ def execute(args, command: str) -> int:
     from callbacks.progress import VideoProgressBar
 
     from .data.datamodule import YTVISDataModule
+    from .data.dataset import YTVISVideoDataset
     from .lightning_module import DVISDAQModule
 
     cfg, config_file = resolve_config(args)
@@ -184,6 +240,7 @@ def execute(args, command: str) -> int:
     if command == "test" and not data.has_annotations:
         raise UserError(f"{data_json}: has no annotations; use 'predict' for unlabelled videos")
     run_dir = resolve_run_dir(args.out, command)
+    done = prepare_resume(run_dir, command, cfg, args, data_json, frames_root, dataset)
     model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint)
     if not args.ckpt:
         log(f"no --ckpt given: the model has random weights (seed {cfg.SEED}); its scores mean nothing")
@@ -193,6 +250,11 @@ def execute(args, command: str) -> int:
 
         metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
     module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)
+    if done:
+        module.resumed_videos = resumed_metric_inputs(run_dir, dataset, done) if metric is not None else []
+        dataset = YTVISVideoDataset.from_data(
+            select_videos(data, [v for v in dataset.video_ids if v not in set(done)]), frames_root, cfg
+        )
     callbacks = [PredictionWriter(run_dir), VideoProgressBar()]
     if args.capture != "none":
         from callbacks import build_capture_callbacks

@@ -21,7 +21,18 @@ from torch.utils.data import DataLoader
 from .dataset import YTVISVideoDataset
 from .sampler import VideoDistributedSampler
 
-__all__ = ["YTVISDataModule", "collate_videos"]
+__all__ = ["PLACEHOLDER", "YTVISDataModule", "collate_videos", "is_placeholder"]
+
+# The one item of a rank that has no video (fewer videos than processes, or a resumed run whose
+# videos are all complete). Lightning skips every hook of an empty loop, so that rank would miss
+# the collective operations (metric sync, barriers) of the others and the job would hang; with one
+# placeholder step it takes part in them. The step returns None and writes nothing.
+PLACEHOLDER: dict[str, Any] = {"placeholder": True, "video_id": None, "image": []}
+
+
+def is_placeholder(item: dict[str, Any]) -> bool:
+    """True for :data:`PLACEHOLDER` (a step with no video)."""
+    return bool(item.get("placeholder"))
 
 
 def collate_videos(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -96,11 +107,14 @@ class YTVISDataModule(L.LightningDataModule):
 
     def _loader(self) -> DataLoader:
         self.setup()
+        sampler = self.sampler()
+        if len(sampler) == 0:
+            return DataLoader([PLACEHOLDER], batch_size=1, collate_fn=collate_videos)
         return DataLoader(
             self.dataset,
             batch_size=1,
             shuffle=False,
-            sampler=self.sampler(),
+            sampler=sampler,
             collate_fn=collate_videos,
             num_workers=self.num_workers,
             pin_memory=False,

@@ -95,6 +95,14 @@ class YTVISMetric(Metric):
         self.add_state("pair_rows", default=[], dist_reduce_fx="cat")
         self.set_dtype(torch.float64)  # ids, scores and IoUs exactly; empty ranks sync as float64 too
 
+    def _apply(self, fn, *args, **kwargs):
+        # torchmetrics resets the metric dtype to float32 on every move (``.to(device)``); the rows
+        # hold ids and IoUs, and a rank without videos syncs empty tensors of this dtype, which
+        # must equal the float64 rows of the other ranks.
+        out = super()._apply(fn, *args, **kwargs)
+        self._dtype = torch.float64
+        return out
+
     # ------------------------------------------------------------------ update
     def update(self, predictions, ground_truth: Mapping) -> None:
         """Add one video (see the module docstring for both argument forms)."""

@@ -1,0 +1,160 @@
+"""Resuming an interrupted run: a run directory remembers what it ran and which videos are done.
+
+At its start a run writes ``run.json`` with ``"status": "running"`` and a *fingerprint* of
+everything that decides its outputs (command, the config after overrides, checkpoint, data json,
+frames folder, video selection, capture preset, precision, model source). Started again with the
+same ``--out``:
+
+- a directory whose fingerprint differs is refused (one line naming what differs), so outputs of
+  two different runs are never mixed;
+- a video counts as complete when its result part (``inference/parts/<id>.json``) exists and, when
+  attention is captured, its attention manifest part (``attention_maps/video_<id>/manifest.json``)
+  exists and lists files that are all present with their recorded sizes. Both parts are written
+  atomically and last, so a part on disk means the video's files are whole;
+- complete videos are skipped; their stored records still enter the metric, so the final
+  ``results.json``, ``metrics.json`` and attention manifest equal those of an uninterrupted run.
+
+Leftover temporary files of a killed writer (``.<name>.<random>.tmp``) are removed at the start.
+The number of processes may change between the two starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .errors import UserError
+from .io_utils import atomic_write_json, safe_name
+
+RUN_FILE = "run.json"
+PARTS_DIR = Path("inference") / "parts"
+ATTENTION_DIR = "attention_maps"
+_HEAD_TAIL = 1 << 20  # bytes of a checkpoint hashed at each end
+
+
+def file_identity(path: str | Path) -> dict:
+    """Size and a sha256 of the first and last MiB: cheap for multi-GiB checkpoints, and it changes
+    when the file is replaced (together with the size)."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(_HEAD_TAIL))
+        if size > _HEAD_TAIL:
+            f.seek(max(_HEAD_TAIL, size - _HEAD_TAIL))
+            digest.update(f.read(_HEAD_TAIL))
+    return {"path": str(path.resolve()), "bytes": size, "sha256_head_tail": digest.hexdigest()}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a whole file (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_fingerprint(command: str, cfg, args, data_json: Path, frames_root: Path) -> dict:
+    """What decides a run's outputs; two starts with equal fingerprints write the same files."""
+    return {
+        "command": command,
+        "config_sha256": hashlib.sha256(cfg.dump().encode("utf-8")).hexdigest(),
+        "checkpoint": file_identity(args.ckpt) if args.ckpt else None,
+        "data": {"path": str(Path(data_json).resolve()), "sha256": file_sha256(data_json)},
+        "frames": str(Path(frames_root).resolve()),
+        "max_videos": getattr(args, "max_videos", None),
+        "capture": getattr(args, "capture", "none"),
+        "precision": str(getattr(args, "precision", "")),
+        "model_source": getattr(args, "model_source", "native"),
+    }
+
+
+def _read_run_file(run_dir: Path) -> dict | None:
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); choose another --out or remove the file") from None
+    return info if isinstance(info, dict) else {}
+
+
+def check_resumable(run_dir: Path, fingerprint: dict) -> bool:
+    """True when ``run_dir`` holds an earlier start of this same run; raises when it holds another run."""
+    info = _read_run_file(run_dir)
+    if info is None:
+        if (run_dir / PARTS_DIR).is_dir() and any((run_dir / PARTS_DIR).glob("*.json")):
+            raise UserError(
+                f"{run_dir}: holds results but no {RUN_FILE}, so it cannot be resumed safely; choose another --out"
+            )
+        return False
+    old = info.get("fingerprint")
+    if old == fingerprint:
+        return True
+    if not isinstance(old, dict):
+        raise UserError(f"{run_dir / RUN_FILE}: a run without a fingerprint (older version); choose another --out")
+    differs = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    raise UserError(
+        f"{run_dir}: holds a different run ({', '.join(differs)} differ{'s' if len(differs) == 1 else ''}); "
+        "to resume it, repeat its command; otherwise choose another --out"
+    )
+
+
+def start_run(run_dir: Path, fingerprint: dict, command: str, argv: list[str]) -> None:
+    """Write ``run.json`` with status ``running`` (kept by :func:`finish_run_file` at the end)."""
+    atomic_write_json(
+        run_dir / RUN_FILE,
+        {"command": command, "argv": argv, "status": "running", "fingerprint": fingerprint},
+        indent=1,
+    )
+
+
+def remove_temporary_files(run_dir: Path) -> int:
+    """Delete the temporary files a killed atomic writer left behind; returns how many."""
+    removed = 0
+    for path in run_dir.rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _attention_complete(part_path: Path) -> bool:
+    try:
+        part = json.loads(part_path.read_text())
+    except (OSError, ValueError):
+        return False
+    root = part_path.parent.parent
+    for art in part.get("artifacts", []):
+        path = root / art["path"]
+        if not path.is_file() or path.stat().st_size != int(art["bytes"]):
+            return False
+    return True
+
+
+def completed_videos(run_dir: Path, video_ids: list, with_attention: bool) -> list:
+    """The ids in ``video_ids`` whose outputs are complete in ``run_dir`` (see the module docstring)."""
+    done = []
+    for vid in video_ids:
+        name = safe_name(vid)
+        if not (run_dir / PARTS_DIR / f"{name}.json").is_file():
+            continue
+        if with_attention and not _attention_complete(run_dir / ATTENTION_DIR / f"video_{name}" / "manifest.json"):
+            continue
+        done.append(vid)
+    return done
+
+
+def read_part(run_dir: Path, video_id) -> dict:
+    """The stored result part of a complete video."""
+    return json.loads((run_dir / PARTS_DIR / f"{safe_name(video_id)}.json").read_text())
+
+
+def is_launching_process() -> bool:
+    """True in the process that starts the run (global rank 0 before or without DDP)."""
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    return int(rank) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
