@@ -14,7 +14,8 @@ same ``--out``:
 - complete videos are skipped; their stored records still enter the metric, so the final
   ``results.json``, ``metrics.json`` and attention manifest equal those of an uninterrupted run.
 
-Leftover temporary files of a killed writer (``.<name>.<random>.tmp``) are removed at the start.
+Leftover temporary files of a killed writer (``.<name>.<random>.tmp``, ``.tmp.mp4``) are removed
+at the start.
 The number of processes may change between the two starts.
 """
 
@@ -59,8 +60,11 @@ def file_sha256(path: str | Path) -> str:
 
 def run_fingerprint(command: str, cfg, args, data_json: Path, frames_root: Path) -> dict:
     """What decides a run's outputs; two starts with equal fingerprints write the same files."""
+    from . import __version__
+
     return {
         "command": command,
+        "version": __version__,
         "config_sha256": hashlib.sha256(cfg.dump().encode("utf-8")).hexdigest(),
         "checkpoint": file_identity(args.ckpt) if args.ckpt else None,
         "data": {"path": str(Path(data_json).resolve()), "sha256": file_sha256(data_json)},
@@ -116,7 +120,7 @@ def start_run(run_dir: Path, fingerprint: dict, command: str, argv: list[str]) -
 def remove_temporary_files(run_dir: Path) -> int:
     """Delete the temporary files a killed atomic writer left behind; returns how many."""
     removed = 0
-    for path in run_dir.rglob(".*.tmp"):
+    for path in [*run_dir.rglob(".*.tmp"), *run_dir.rglob(".*.tmp.mp4")]:
         if path.is_file():
             path.unlink(missing_ok=True)
             removed += 1
