@@ -3,20 +3,26 @@
 This module only parses and checks arguments; each command's body is ``run_<command>(args)`` in
 ``dvis_attn_pl.commands.<command>``, imported when the command runs (so ``--help`` stays fast).
 User mistakes (unknown flag, missing file, bad config) print one line and exit with status 2.
+Any other failure prints one line and exits with status 1: a file-system error (disk full, read-only,
+no permission) names the file and the problem; a traceback comes first only for what may be a bug.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
+import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
 from .errors import UserError, one_line
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "describe_error", "main"]
 
 PROG = "dvis_attn_pl"
 COMMANDS = ("test", "predict", "evaluate", "analyze")
@@ -312,29 +318,119 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0 if code is None else int(code)
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The first OSError in ``exc``'s cause/context chain (an ``AttentionStoreError`` wraps one)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _file_in_traceback(exc: BaseException) -> str | None:
+    """The file a writer object in ``exc``'s traceback was writing (innermost first), if any: a
+    write error raised by a background writer (e.g. TensorBoard's) carries no file name."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        for attr in ("filename", "_file_name"):
+            value = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(value, (str, bytes)) and value:
+                found = os.fsdecode(value)
+                break
+        tb = tb.tb_next
+    return found
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for ``exc``: for a file-system error (disk full, read-only, permission) the file
+    and the problem, e.g. ``runs/x/inference/parts/3.json: No space left on device (ENOSPC)``."""
+    if isinstance(exc, UserError):
+        return one_line(str(exc))
+    os_error = _os_error(exc)
+    if os_error is not None:
+        name = errno.errorcode.get(os_error.errno, str(os_error.errno))
+        problem = f"{os_error.strerror or os.strerror(os_error.errno)} ({name})"
+        where = os_error.filename2 or os_error.filename or _file_in_traceback(os_error)
+        if where is not None:
+            return f"{os.fsdecode(where)}: {problem}"
+        outer = one_line(str(exc))
+        return f"{outer} ({name})" if outer and exc is not os_error else f"cannot write the output: {problem}"
+    text = one_line(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _wants_traceback(exc: BaseException) -> bool:
+    """A traceback only for what may be a bug; environment problems and injected faults get one line."""
+    from .fault_injection import InjectedFault
+
+    return not isinstance(exc, (UserError, InjectedFault, MemoryError)) and _os_error(exc) is None
+
+
+def _report(guard, exc: BaseException, code: int, trace: bool) -> int:
+    if guard is not None:
+        return guard.report(exc, describe_error, code, trace)
+    if trace:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"{PROG}: error: {describe_error(exc)}", file=sys.stderr)
+    return code
+
+
+def _is_tensorboard_writer(thread: threading.Thread | None) -> bool:
+    return type(thread).__module__.startswith("tensorboard.summary.writer")
+
+
+def _thread_hook(args) -> None:
+    """TensorBoard's writer thread re-raises its error in the thread that writes next, which reports
+    it as one line: do not print the thread's own traceback as well."""
+    if _is_tensorboard_writer(args.thread) and isinstance(args.exc_value, OSError):
+        return
+    _previous_thread_hook(args)
+
+
+_previous_thread_hook = threading.excepthook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status.
+
+    ``test`` and ``predict`` run under a :class:`~dvis_attn_pl.ddp_guard.RankGuard`: with several
+    processes, one failing rank stops them all and its error is printed once.
+    """
+    if threading.excepthook is not _thread_hook:
+        threading.excepthook = _thread_hook
     parser = build_parser()
+    guard = None
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         if args.command is None:
             raise _UsageError(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
         _prepare(args)
-        return _dispatch(args)
+        if args.command in ("test", "predict"):
+            from .ddp_guard import install
+
+            guard = install(num_nodes=args.num_nodes)
+        code = _dispatch(args)
     except SystemExit as exc:  # --help / --version, or a command that exits itself
         if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
-        print(one_line(str(exc.code)), file=sys.stderr)
-        return 1
+            code = exc.code or 0
+        else:
+            print(one_line(str(exc.code)), file=sys.stderr)
+            code = 1
     except _UsageError as exc:
         print(one_line(str(exc)), file=sys.stderr)
-        return 2
+        code = 2
     except UserError as exc:
-        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
-        return 2
+        code = _report(guard, exc, 2, trace=False)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line (and a traceback for bugs)
+        code = _report(guard, exc, 1, trace=_wants_traceback(exc))
+    return code if guard is None else guard.finish(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

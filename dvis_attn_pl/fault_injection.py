@@ -7,17 +7,21 @@ starts its ``<step>``-th video (0-based, counted per process), it
 - ``exit``:  ends the process at once with status 3 (``os._exit``, no clean-up);
 - ``kill``:  sends itself SIGKILL (as the out-of-memory killer or a scheduler would).
 
-Unset (the normal case) it costs one dictionary lookup per video.
+Unset (the normal case) it costs one dictionary lookup per video. With
+``DVIS_ATTN_PL_FAULT_STAMP=<file>`` also set, the wall-clock time (``time.time()``) at which the
+fault fires is written to that file first, so a test can measure how long the job takes to stop.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 from .errors import UserError
 
 FAULT_ENV = "DVIS_ATTN_PL_FAULT"
+STAMP_ENV = "DVIS_ATTN_PL_FAULT_STAMP"
 ACTIONS = ("raise", "exit", "kill")
 
 
@@ -45,6 +49,10 @@ def maybe_fault(rank: int, step: int) -> None:
     action, want_rank, want_step = parse_fault(text)
     if (rank, step) != (want_rank, want_step):
         return
+    stamp = os.environ.get(STAMP_ENV)
+    if stamp:
+        with open(stamp, "w") as f:
+            f.write(f"{time.time():.3f}\n")
     if action == "raise":
         raise InjectedFault(f"injected fault on rank {rank} at video {step} ({FAULT_ENV}={text})")
     if action == "exit":

@@ -21,7 +21,10 @@ _FILE_MODE = _default_file_mode()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
+
+    On failure the temporary file is removed and an OSError names ``path`` (not the temporary file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -32,8 +35,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename != str(path):
+            # write()/fsync() errors carry no file name and replace() names the temporary file:
+            # name the file the caller asked for (same errno, so the same OSError subclass)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
