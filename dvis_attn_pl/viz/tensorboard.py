@@ -138,7 +138,9 @@ class RunBoard:
     def __init__(self, log_dir: str | Path, *, max_image_side: int = 800, flush_secs: int = 30):
         self.log_dir = Path(log_dir)
         self.max_image_side = max_image_side
+        before = set(self._event_files())
         self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=flush_secs)
+        self._own_files = [p for p in self._event_files() if p not in before]
 
     tag = staticmethod(make_tag)
 
@@ -234,10 +236,28 @@ class RunBoard:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        """Flush and close the event file. If that fails (e.g. the disk is full) the event file this
+        board wrote is incomplete: it is removed (a rerun logs everything again) and the error raised."""
+        try:
+            self.writer.close()
+        except OSError:
+            self.remove_own_event_files()
+            raise
+
+    def remove_own_event_files(self) -> None:
+        """Delete the ``events.out.tfevents.*`` file(s) this board created."""
+        for path in self._own_files:
+            path.unlink(missing_ok=True)
+
+    def _event_files(self) -> list[Path]:
+        return list(self.log_dir.glob("events.out.tfevents.*"))
 
     def __enter__(self) -> RunBoard:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.close()
+        finally:
+            if isinstance(exc, OSError):
+                self.remove_own_event_files()
