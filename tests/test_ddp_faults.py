@@ -147,6 +147,7 @@ def check_stopped(job: Job, expect_code: int | None = None) -> str:
     assert job.fault_time is not None, "the fault never fired"
     assert job.end_time - job.fault_time < LATENCY_S, f"stopped {job.end_time - job.fault_time:.1f} s after the fault"
     assert leftovers == [], "processes of the job were left running"
+    print(f"\nexit {code}, stopped {job.end_time - job.fault_time:.2f} s after the fault, run {seconds:.1f} s")
     return error_line(stderr)
 
 

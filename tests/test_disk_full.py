@@ -176,6 +176,15 @@ def test_disk_full_in_the_result_parts(small_set, tmp_path):
     assert "/inference/" in line
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("free_fraction", [0.25, 0.5, 0.75, 0.9, 0.97])
+def test_disk_full_at_any_point(small_set, tmp_path, free_fraction):
+    """--capture temporal with less free space than the whole run needs: wherever the disk fills
+    (attention, result parts, final merge, metrics, TensorBoard), the same guarantees hold."""
+    line = _check(_run_on_full_disk(small_set, tmp_path, "temporal", free_fraction=free_fraction))
+    print(f"\nfree {free_fraction:.0%} of the run's size: {line}")
+
+
 BOARD_SCRIPT = r'''
 import sys
 from dvis_attn_pl.viz.tensorboard import RunBoard
