@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .io_utils import atomic_write_json, safe_name
+from .io_utils import atomic_write_json, path_escape, safe_name
 
 RUN_FILE = "run.json"
 PARTS_DIR = Path("inference") / "parts"
@@ -134,6 +134,8 @@ def _attention_complete(part_path: Path) -> bool:
         return False
     root = part_path.parent.parent
     for art in part.get("artifacts", []):
+        if path_escape(str(art["path"])):  # a manifest naming files outside the run is not ours
+            return False
         path = root / art["path"]
         if not path.is_file() or path.stat().st_size != int(art["bytes"]):
             return False
