@@ -441,7 +441,7 @@ class AttentionCapture(Callback):
         if padded is None:
             dims = getattr(info, "dimensions", None) or {}
             padded = dims.get("padded") if isinstance(dims, dict) else None
-        if padded is None and batch:
+        if padded is None and batch and len(batch[0]["image"]):  # unknown for an empty video
             frames = batch[0]["image"]
             div = max(int(getattr(self._model, "size_divisibility", 32) or 1), 1)
             h = max(int(f.shape[-2]) for f in frames)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import stat
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .errors import UserError
 
@@ -58,3 +59,17 @@ def safe_name(value: object) -> str:
     if not text or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text or text.startswith("~"):
         raise UserError(f"video id {text!r} cannot be used as a file name inside the run directory")
     return text
+
+
+def path_escape(name: str) -> str | None:
+    """Why the relative file name ``name`` would leave the folder it is relative to, or None.
+
+    Judged lexically: absolute names (POSIX or Windows) and names whose ``..`` lead above the
+    folder are refused; ``a/../b`` stays inside. Symbolic links are not followed.
+    """
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        return "is an absolute path"
+    normalised = posixpath.normpath(name.replace("\\", "/"))
+    if normalised == ".." or normalised.startswith("../"):
+        return "leads outside its folder"
+    return None

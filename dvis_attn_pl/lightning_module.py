@@ -19,6 +19,7 @@ from torch import nn
 from .analysis.decision import foreground_probs, prefix_lengths, settle_frame
 from .data.datamodule import is_placeholder
 from .fault_injection import maybe_fault
+from .model.meta_arch import empty_vis_output
 from .results import to_ytvis_records
 
 PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -69,10 +70,13 @@ class DVISDAQModule(L.LightningModule):
         """Run one video and gather its outputs, records and temporal information."""
         maybe_fault(self.global_rank, self.videos_run)
         self.videos_run += 1
-        outputs = self.model([video])
-        info = getattr(self.model, "last_inference", None)
         video_id = video["video_id"]
         num_frames = len(video["image"])
+        if num_frames == 0:  # an empty video: nothing to run, no predictions
+            outputs = empty_vis_output((int(video["height"]), int(video["width"])))
+            return VideoResult(video_id, 0, outputs, [], [], self._dimensions(video, None))
+        outputs = self.model([video])
+        info = getattr(self.model, "last_inference", None)
         records = to_ytvis_records(outputs, video_id, self.contiguous_to_dataset_id)
         temporal = self._temporal_records(outputs, info, num_frames)
         for record, extra in zip(records, temporal):

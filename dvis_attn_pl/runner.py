@@ -8,9 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .errors import UserError
+from .preflight import check_inputs, check_run_dir_creatable, load_data, select_videos
 
 RUN_DIR_ENV = "DVIS_ATTN_PL_RUN_DIR"
 
@@ -83,29 +82,21 @@ def resolve_data(args) -> tuple[Path, Path]:
 
 def build_weighted_model(cfg, ckpt: str | None, trust: bool):
     """Build the model; load ``ckpt`` strictly, or seed the random weights so every rank agrees."""
+    import torch
+
     from .model.build import build_model
-    from .model.checkpoint import load_checkpoint
+    from .model.checkpoint import load_state_strict, read_checkpoint
 
     if type(cfg).__module__.startswith("detectron2"):  # --model-source detectron2 (see resolve_config)
         from .model.detectron2_source import build_detectron2_model
 
         return build_detectron2_model(None, ckpt=ckpt, trust=trust, cfg=cfg)
+    stored = read_checkpoint(ckpt, trust=trust) if ckpt else None  # a broken file fails before the build
     torch.manual_seed(int(cfg.SEED) if int(cfg.SEED) >= 0 else 0)
     model = build_model(cfg)
-    if ckpt:
-        load_checkpoint(model, ckpt, trust=trust)
+    if stored is not None:
+        load_state_strict(model, *stored, ckpt)
     return model
-
-
-def check_class_count(cfg, data, json_path: Path) -> None:
-    """The model's class count must equal the dataset's number of categories."""
-    k_model = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
-    k_data = len(data.contiguous_to_dataset_id)
-    if k_model != k_data:
-        raise UserError(
-            f"{json_path}: the dataset has {k_data} categories but the model has "
-            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {k_model}"
-        )
 
 
 def quiet_lightning() -> None:
@@ -154,24 +145,11 @@ def _parse_devices(value: str):
         raise UserError(f"--devices {value!r}: expected a number, a list like 0,1, or auto") from None
 
 
-def select_videos(data, keep_ids):
-    """``data`` restricted to the videos in ``keep_ids`` (and their annotations), order kept."""
-    from dataclasses import replace
-
-    keep = set(keep_ids)
-    videos = tuple(v for v in data.videos if v.id in keep)
-    anns = None if data.annotations is None else tuple(a for a in data.annotations if a.video_id in keep)
-    return replace(data, videos=videos, annotations=anns)
-
-
 def build_dataset(data_json: Path, frames_root: Path, cfg, max_videos: int | None):
     """The video set, limited to its first ``max_videos`` videos (by id) when asked."""
     from .data.dataset import YTVISVideoDataset
-    from .data.ytvis_json import load_ytvis_json
 
-    data = load_ytvis_json(data_json)
-    if max_videos:
-        data = select_videos(data, [v.id for v in data.videos[:max_videos]])
+    data = load_data(data_json, max_videos)
     return YTVISVideoDataset.from_data(data, frames_root, cfg), data
 
 
@@ -225,7 +203,17 @@ def resumed_metric_inputs(run_dir: Path, dataset, done: list) -> list[tuple[list
 
 
 def execute(args, command: str) -> int:
-    """Run ``test`` or ``predict`` end to end; returns the exit status."""
+    """Run ``test`` or ``predict`` end to end; returns the exit status.
+
+    Inputs are checked (video json, frame files, run directory, checkpoint) before the run
+    directory is created, so a bad input leaves nothing behind.
+    """
+    cfg, config_file = resolve_config(args)
+    data_json, frames_root = resolve_data(args)
+    data = check_inputs(command, data_json, frames_root, cfg, args.max_videos)
+    check_run_dir_creatable(Path(args.out or os.environ.get(RUN_DIR_ENV) or "runs"))
+    model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint)
+
     from callbacks import PredictionWriter
     from callbacks.progress import VideoProgressBar
 
@@ -233,15 +221,9 @@ def execute(args, command: str) -> int:
     from .data.dataset import YTVISVideoDataset
     from .lightning_module import DVISDAQModule
 
-    cfg, config_file = resolve_config(args)
-    data_json, frames_root = resolve_data(args)
-    dataset, data = build_dataset(data_json, frames_root, cfg, args.max_videos)
-    check_class_count(cfg, data, data_json)
-    if command == "test" and not data.has_annotations:
-        raise UserError(f"{data_json}: has no annotations; use 'predict' for unlabelled videos")
+    dataset = YTVISVideoDataset.from_data(data, frames_root, cfg)
     run_dir = resolve_run_dir(args.out, command)
     done = prepare_resume(run_dir, command, cfg, args, data_json, frames_root, dataset)
-    model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint)
     if not args.ckpt:
         log(f"no --ckpt given: the model has random weights (seed {cfg.SEED}); its scores mean nothing")
     metric = None

@@ -12,6 +12,7 @@ from PIL import Image
 from dvis_attn_pl.data.dataset import YTVISVideoDataset
 from dvis_attn_pl.data.frames import FrameError, LazyFrames, read_frame, resolve_frame_path
 from dvis_attn_pl.data.transforms import ShortestEdgeResize
+from dvis_attn_pl.data.ytvis_json import YTVISFormatError
 
 CFG = {"INPUT": {"MIN_SIZE_TEST": 24, "MAX_SIZE_TEST": 1333, "FORMAT": "RGB"}}
 
@@ -120,8 +121,11 @@ def test_frame_of_other_size_is_refused(tmp_path):
 def test_paths_outside_the_root_are_refused(tmp_path, name):
     root = tmp_path / "frames"
     root.mkdir()
-    with pytest.raises(FrameError) as info:
+    with pytest.raises(YTVISFormatError) as info:  # the json is refused when read
         YTVISVideoDataset(_json(tmp_path, [name]), root, CFG)
+    assert "\n" not in str(info.value) and "file_names[0]" in str(info.value)
+    with pytest.raises(FrameError) as info:  # and the path itself, for frames named elsewhere
+        resolve_frame_path(root, name)
     assert "\n" not in str(info.value)
 
 

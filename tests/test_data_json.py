@@ -199,3 +199,10 @@ def test_empty_entries_mean_absent(tmp_path):
     assert (
         gt["segmentations"] == [None, None] and gt["areas"] == [None, None] and gt["bboxes"] == [None, None]
     )
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    """Some Windows tools write a UTF-8 byte-order mark; the evaluator's reader accepts it too."""
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_valid()).encode())
+    assert [v.id for v in load_ytvis_json(path).videos] == [v.id for v in load_ytvis_json(_write(tmp_path, _valid())).videos]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dvis_attn_pl.data.synthetic import write_synthetic_dataset
+from tests.cli_run import SMALL, data_args, run_cli
 
 RUN_FILES = (
     "results.json",
@@ -18,7 +16,6 @@ RUN_FILES = (
     "results_temporal_summary.json",
     "image_dimensions.json",
 )
-SMALL = ["INPUT.MIN_SIZE_TEST", "64"]
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +23,6 @@ def small_set(tmp_path_factory) -> Path:
     """Three short synthetic fish videos (an odd count, for DDP)."""
     root = tmp_path_factory.mktemp("syn") / "set"
     return write_synthetic_dataset(root, num_videos=3, height=64, width=96, min_frames=4, max_frames=7)
-
-
-def run_cli(args: list[str], threads: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    env.pop("DVIS_ATTN_PL_RUN_DIR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "dvis_attn_pl", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-
-
-def data_args(root: Path) -> list[str]:
-    return ["--data", str(root / "valid.json"), "--frames", str(root / "JPEGImages")]
 
 
 def test_predict_writes_the_run_directory(small_set, tmp_path):

@@ -35,7 +35,7 @@ from pycocotools import mask as mask_utils
 from safetensors.torch import load as safetensors_load
 
 from ..errors import UserError
-from ..io_utils import safe_name
+from ..io_utils import path_escape, safe_name
 
 __all__ = [
     "CAPTURE_HINT",
@@ -76,6 +76,31 @@ def _read_json(path: Path, needed_by: str) -> Any:
         raise UserError(f"{path}: cannot read ({exc}); {needed_by}") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); {needed_by}") from None
+
+
+def _check_video_ids(path: Path, video_ids) -> None:
+    """Refuse video ids that cannot name a file inside the run directory (they name the outputs)."""
+    for video_id in video_ids:
+        try:
+            safe_name(video_id)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+
+
+def _check_artifact_paths(path: Path, manifest: Any) -> None:
+    """Refuse a manifest that is not an object of videos, or lists an artifact outside its folder."""
+    videos = manifest.get("videos", {}) if isinstance(manifest, dict) else None
+    if not isinstance(videos, dict):
+        raise UserError(f"{path}: expected an object with a 'videos' object; not an attention manifest")
+    for video_id, part in videos.items():
+        artifacts = part.get("artifacts", []) if isinstance(part, dict) else None
+        if not isinstance(artifacts, list):
+            raise UserError(f"{path}: video {video_id}: expected an object with an 'artifacts' list")
+        for art in artifacts:
+            rel = art.get("path") if isinstance(art, dict) else None
+            problem = "is not a string" if not isinstance(rel, str) or not rel else path_escape(rel)
+            if problem:
+                raise UserError(f"{path}: video {video_id}: artifact path {rel!r} {problem}; refused")
 
 
 def _rle_bytes(rle: dict) -> dict:
@@ -241,6 +266,7 @@ class RunDirectory:
         data = _read_json(self.temporal_path, "every analysis needs it")
         if not isinstance(data, list) or any(not isinstance(r, dict) or "video_id" not in r for r in data):
             raise UserError(f"{self.temporal_path}: expected a list of prediction records with a video_id")
+        _check_video_ids(self.temporal_path, {r["video_id"] for r in data if isinstance(r["video_id"], str)})
         return data
 
     @cached_property
@@ -256,7 +282,13 @@ class RunDirectory:
     def dimensions(self) -> dict[str, dict] | None:
         """``image_dimensions.json`` keyed by video id string, or None when absent."""
         path = self.inference_dir / "image_dimensions.json"
-        return _read_json(path, "") if path.is_file() else None
+        if not path.is_file():
+            return None
+        dims = _read_json(path, "")
+        if not isinstance(dims, dict):
+            raise UserError(f"{path}: expected an object keyed by video id")
+        _check_video_ids(path, dims)
+        return dims
 
     @cached_property
     def video_ids(self) -> list[Any]:
@@ -318,8 +350,13 @@ class RunDirectory:
     # ------------------------------------------------------------------ attention files
     @cached_property
     def manifest(self) -> dict | None:
+        """``attention_maps/manifest.json`` (None when absent); every artifact path must stay inside."""
         path = self.attention_dir / MANIFEST
-        return _read_json(path, "") if path.is_file() else None
+        if not path.is_file():
+            return None
+        manifest = _read_json(path, "")
+        _check_artifact_paths(path, manifest)
+        return manifest
 
     def captured_kinds(self) -> set[str]:
         """Attention kinds stored for at least one video (``rollout`` for the rolled-out files)."""

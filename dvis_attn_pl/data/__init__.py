@@ -1,10 +1,10 @@
 """Data: YTVIS json reader, lazy frames, the official test-time resize, datasets, sampler, synthetic set.
 
 Modules: ``ytvis_json`` (json -> typed records, validation), ``rle`` (segmentation entries ->
-compressed RLE), ``frames`` (lazy decoding, path safety), ``transforms`` (test resize,
-``normalize_and_pad``), ``dataset`` (``YTVISVideoDataset``), ``sampler``
-(``VideoDistributedSampler``), ``datamodule`` (``YTVISDataModule``), ``synthetic`` (the embedded
-fish-video set). Names below are imported lazily so reading a json does not import Lightning.
+compressed RLE), ``frames`` (lazy decoding), ``frame_files`` (path safety, stat and header checks;
+no torch), ``transforms`` (test resize, ``normalize_and_pad``), ``dataset`` (``YTVISVideoDataset``),
+``sampler`` (``VideoDistributedSampler``), ``datamodule`` (``YTVISDataModule``), ``synthetic`` (the
+embedded fish-video set). Names below are imported lazily so reading a json does not import Lightning.
 """
 
 from __future__ import annotations

@@ -10,19 +10,21 @@ decoded twice, and decoding runs in the process that indexes (the training-step 
 DataLoader worker). :meth:`LazyFrames.materialize` (or ``eager=True`` in the dataset) decodes
 everything at once (in the worker) when that trade is better: T x 3 x h x w bytes per video.
 
-Errors are :class:`FrameError` (a ``ValueError``) with one line naming the file.
+Errors are :class:`FrameError` (a ``ValueError``) with one line naming the file. Path safety,
+stat checks and header sizes live in :mod:`.frame_files` (no torch), re-exported here.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .frame_files import FrameError, check_frame_file, check_frame_size, read_frame_size, resolve_frame_path
 
 __all__ = [
     "FrameError",
@@ -35,53 +37,11 @@ __all__ = [
     "LazyFrames",
 ]
 
-_EXIF_ORIENTATION = 0x0112
-_SWAPS_AXES = {5, 6, 7, 8}
-
-
-class FrameError(ValueError):
-    """A frame file is missing, empty, corrupt, of the wrong size, or outside the frames root."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
-
-
-def resolve_frame_path(root: str | Path, name: str) -> Path:
-    """``root / name``, refusing names that are absolute or lead out of ``root`` (checked lexically).
-
-    Symbolic links inside ``root`` are followed as the user set them up.
-    """
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise FrameError(f"{root}: invalid frame file name {name!r}")
-    if (
-        PurePosixPath(name).is_absolute()
-        or PureWindowsPath(name).is_absolute()
-        or PureWindowsPath(name).drive
-    ):
-        raise FrameError(f"{name}: absolute frame file names are refused (they must be relative to {root})")
-    normalised = os.path.normpath(name.replace("\\", "/"))
-    if normalised == ".." or normalised.startswith("../") or normalised.startswith("/"):
-        raise FrameError(f"{name}: frame file name leads outside the frames root {root}")
-    return Path(root) / normalised
-
-
-def _check_file(path: Path) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise FrameError(f"{path}: frame file not found") from None
-    except OSError as exc:
-        raise FrameError(f"{path}: cannot access frame file ({exc.strerror or exc})") from None
-    if not path.is_file():
-        raise FrameError(f"{path}: frame path is not a file")
-    if size == 0:
-        raise FrameError(f"{path}: frame file is empty (0 bytes)")
-
 
 def read_frame(path: str | Path) -> np.ndarray:
     """Decode an image file to an (h, w, 3) uint8 RGB array (EXIF orientation applied)."""
     path = Path(path)
-    _check_file(path)
+    check_frame_file(path)
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
@@ -89,21 +49,6 @@ def read_frame(path: str | Path) -> np.ndarray:
             return np.asarray(rgb)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise FrameError(f"{path}: cannot decode frame ({type(exc).__name__}: {exc})") from None
-
-
-def read_frame_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` after EXIF orientation, from the file header only (no pixel decode)."""
-    path = Path(path)
-    _check_file(path)
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise FrameError(f"{path}: cannot read frame header ({type(exc).__name__}: {exc})") from None
-    if orientation in _SWAPS_AXES:
-        width, height = height, width
-    return height, width
 
 
 class FrameSource(Protocol):
@@ -239,11 +184,8 @@ class LazyFrames(Sequence[torch.Tensor]):
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
     def _check_size(self, index: int, hw: tuple[int, int]) -> None:
-        if self.expected_hw is not None and hw != self.expected_hw:
-            raise FrameError(
-                f"{self.source.name(index)}: frame is {hw[1]}x{hw[0]} (WxH) but the video is "
-                f"{self.expected_hw[1]}x{self.expected_hw[0]}; all frames of a video must have the json's size"
-            )
+        if self.expected_hw is not None:
+            check_frame_size(self.source.name(index), hw, self.expected_hw)
 
     def check_headers(self) -> None:
         """Check every frame exists, is non-empty and has the expected size, reading headers only."""

@@ -15,10 +15,14 @@ segmentation entries are kept as given (RLE dict, polygon list or ``None``);
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..errors import UserError
+from ..io_utils import path_escape
 
 __all__ = [
     "YTVISFormatError",
@@ -31,7 +35,7 @@ __all__ = [
 ]
 
 
-class YTVISFormatError(ValueError):
+class YTVISFormatError(UserError, ValueError):
     """A YTVIS json is unusable; the message is one line naming the file and the problem."""
 
 
@@ -125,10 +129,14 @@ def load_ytvis_json(path: str | Path) -> YTVISData:
     """Read and validate a YTVIS-format json file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is allowed, as json.loads(bytes) does
     except FileNotFoundError:
         raise YTVISFormatError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise YTVISFormatError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+    except OSError as exc:
         raise YTVISFormatError(f"{path}: cannot read ({exc})") from None
     try:
         obj = json.loads(text)
@@ -142,6 +150,11 @@ def load_ytvis_json(path: str | Path) -> YTVISData:
 def parse_ytvis(obj: Any, source: str = "<memory>") -> YTVISData:
     """Validate an already-decoded YTVIS json object; ``source`` names it in error messages."""
     return _Parser(source).parse(obj)
+
+
+def _is_whole(value: int | float) -> bool:
+    """An int, or a finite float without a fractional part (JSON allows NaN and Infinity)."""
+    return isinstance(value, int) or (math.isfinite(value) and value.is_integer())
 
 
 _VIDEO_KNOWN = {"id", "file_names", "height", "width", "length"}
@@ -164,7 +177,7 @@ class _Parser:
         return entry[key]
 
     def as_int(self, value: Any, where: str, key: str, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _is_whole(value):
             raise self.fail(where, f"field '{key}' must be an integer, got {value!r}")
         value = int(value)
         if minimum is not None and value < minimum:
@@ -210,16 +223,18 @@ class _Parser:
             for j, name in enumerate(names):
                 if not isinstance(name, str) or not name:
                     raise self.fail(where, f"file_names[{j}] must be a non-empty string, got {name!r}")
+                escape = path_escape(name)
+                if escape:
+                    raise self.fail(
+                        where, f"file_names[{j}] {name!r} {escape}; frame names are relative to the frames folder"
+                    )
             height = self.as_int(self.require(entry, "height", where), where, "height", minimum=1)
             width = self.as_int(self.require(entry, "width", where), where, "width", minimum=1)
+            length = len(names)
             if "length" in entry and entry["length"] is not None:
-                length = self.as_int(entry["length"], where, "length", minimum=1)
-                if len(names) != length:
-                    raise self.fail(where, f"file_names has {len(names)} entries but length is {length}")
-            else:
-                length = len(names)
-                if length == 0:
-                    raise self.fail(where, "file_names is empty")
+                given = self.as_int(entry["length"], where, "length", minimum=0)
+                if given != length:
+                    raise self.fail(where, f"file_names has {length} entries but length is {given}")
             extra = {k: v for k, v in entry.items() if k not in _VIDEO_KNOWN}
             out.append(VideoRecord(vid, tuple(names), height, width, length, extra))
         out.sort(key=lambda v: v.id)

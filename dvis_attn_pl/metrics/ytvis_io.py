@@ -293,8 +293,8 @@ def _parse_video(v, where: str) -> VideoGT:
     length = v.get("length")
     if length is None and isinstance(v.get("file_names"), list):
         length = len(v["file_names"])
-    if length is not None and (not _is_int(length) or length <= 0):
-        raise YTVISInputError(f"{where}: 'length' must be a positive integer, got {length!r}")
+    if length is not None and (not _is_int(length) or length < 0):  # 0: an empty video, never matched
+        raise YTVISInputError(f"{where}: 'length' must be a non-negative integer, got {length!r}")
     return VideoGT(vid, h, w, None if length is None else int(length))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -111,13 +112,15 @@ def _torch_load(path: Path, trust: bool) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        if not trust and "weights_only" in str(exc).lower().replace(" ", "_"):
+        inner = exc.__context__ if isinstance(exc.__context__, pickle.UnpicklingError) else exc
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))  # weights_only met a class or function
+        if not trust and refused:
             raise _fail(
                 path,
-                "holds pickled objects other than tensors, which are refused for safety "
+                f"holds pickled objects other than tensors ({refused.group(1)}), which are refused for safety "
                 "(pass --trust-checkpoint / trust=True only if you trust the file)",
             ) from None
-        raise _fail(path, f"cannot be unpickled ({_short(exc)})") from None
+        raise _fail(path, f"is truncated or corrupt (cannot be unpickled: {_short(inner)})") from None
     except Exception as exc:  # torch raises many kinds on damaged files
         raise _fail(path, f"is truncated or corrupt ({type(exc).__name__}: {_short(exc)})") from None
 
@@ -190,10 +193,13 @@ def _unwrap(path: Path, obj: object) -> tuple[dict[str, torch.Tensor], dict]:
     return state, meta
 
 
-def _read(path: str | Path, trust: bool) -> tuple[dict[str, torch.Tensor], dict]:
+def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, top-level metadata) stored in ``path``; one-line :class:`CheckpointError` if unusable."""
     path = Path(path)
     if not path.is_file():
         raise _fail(path, "file not found" if not path.exists() else "not a file")
+    if path.stat().st_size == 0:
+        raise _fail(path, "is empty (0 bytes)")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         return _read_safetensors(path), {}
@@ -203,7 +209,7 @@ def _read(path: str | Path, trust: bool) -> tuple[dict[str, torch.Tensor], dict]
 
 def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The state dict stored in ``path`` (.pth/.pt, detectron2 .pkl or .safetensors) as CPU tensors."""
-    return _read(path, trust)[0]
+    return read_checkpoint(path, trust)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,19 +239,35 @@ def mismatch_message(expected: dict[str, torch.Tensor], given: dict[str, torch.T
     return "; ".join(parts)
 
 
+def _class_count_hint(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """A note when the classifier sizes differ: the checkpoint was trained for another class count."""
+    for key, target in expected.items():
+        value = given.get(key)
+        if key.endswith("class_embed.bias") and value is not None and value.shape != target.shape:
+            return (
+                f" (the checkpoint has {value.shape[0] - 1} classes, the model config "
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {target.shape[0] - 1})"
+            )
+    return ""
+
+
 def load_checkpoint(model: nn.Module, path: str | Path, trust: bool = False) -> None:
     """Load ``path`` into ``model`` strictly: every key present, no extra key, every shape equal.
 
     Floating-point entries are cast to the dtype of the model's tensor. Non-persistent buffers
     (``pixel_mean``/``pixel_std``) are not expected in the file.
     """
-    state, meta = _read(path, trust)
+    load_state_strict(model, *read_checkpoint(path, trust), path)
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], meta: dict, path: str | Path) -> None:
+    """Load ``state`` (read from ``path`` by :func:`read_checkpoint`) into ``model`` strictly."""
     expected = model.state_dict()
     problem = mismatch_message(expected, state)
     if problem:
-        hint = ""
+        hint = _class_count_hint(expected, state)
         if meta.get("matching_heuristics"):
-            hint = " (the file asks for detectron2's name-matching heuristics, which are not supported)"
+            hint += " (the file asks for detectron2's name-matching heuristics, which are not supported)"
         raise CheckpointError(f"checkpoint {path} does not match the model: {problem}{hint}")
     for key, target in expected.items():
         value = state[key]
@@ -257,4 +279,11 @@ def load_checkpoint(model: nn.Module, path: str | Path, trust: bool = False) -> 
         raise CheckpointError(f"checkpoint {path}: {_short(exc)}") from None
 
 
-__all__ = ["CheckpointError", "load_checkpoint", "mismatch_message", "read_state_dict"]
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "load_state_strict",
+    "mismatch_message",
+    "read_checkpoint",
+    "read_state_dict",
+]
