@@ -16,7 +16,14 @@ from .data.frame_files import check_frame_size, read_frame_size, resolve_frame_p
 from .data.ytvis_json import YTVISData, load_ytvis_json
 from .errors import UserError
 
-__all__ = ["check_frames", "check_inputs", "check_run_dir_creatable", "load_data", "select_videos"]
+__all__ = [
+    "check_frames",
+    "check_inputs",
+    "check_run_dir_creatable",
+    "first_process_of_node",
+    "load_data",
+    "select_videos",
+]
 
 
 def select_videos(data: YTVISData, keep_ids) -> YTVISData:
@@ -71,8 +78,22 @@ def check_run_dir_creatable(run_dir: Path) -> None:
         raise UserError(f"{run_dir}: cannot write the run directory{where} ({problem})")
 
 
-def check_inputs(command: str, data_json: Path, frames_root: Path, cfg, max_videos: int | None) -> YTVISData:
-    """Load and check the videos of a ``test``/``predict`` run; returns the (selected) data."""
+def first_process_of_node() -> bool:
+    """True unless this is a node's second or later process (``LOCAL_RANK`` > 0): Lightning starts
+    those only after the first one has checked the inputs, and they share its file system."""
+    try:
+        return int(os.environ.get("LOCAL_RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
+def check_inputs(
+    command: str, data_json: Path, frames_root: Path, cfg, max_videos: int | None, frames: bool = True
+) -> YTVISData:
+    """Load and check the videos of a ``test``/``predict`` run; returns the (selected) data.
+
+    ``frames=False`` skips the per-frame file checks (done once per node, see
+    :func:`first_process_of_node`)."""
     data = load_data(data_json, max_videos)
     if not data.videos:
         raise UserError(f"{data_json}: has no videos")
@@ -85,5 +106,6 @@ def check_inputs(command: str, data_json: Path, frames_root: Path, cfg, max_vide
         )
     if command == "test" and not data.has_annotations:
         raise UserError(f"{data_json}: has no annotations; use 'predict' for unlabelled videos")
-    check_frames(data, frames_root)
+    if frames:
+        check_frames(data, frames_root)
     return data

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .preflight import check_inputs, check_run_dir_creatable, load_data, select_videos
+from .preflight import check_inputs, check_run_dir_creatable, first_process_of_node, load_data, select_videos
 
 RUN_DIR_ENV = "DVIS_ATTN_PL_RUN_DIR"
 
@@ -210,7 +210,7 @@ def execute(args, command: str) -> int:
     """
     cfg, config_file = resolve_config(args)
     data_json, frames_root = resolve_data(args)
-    data = check_inputs(command, data_json, frames_root, cfg, args.max_videos)
+    data = check_inputs(command, data_json, frames_root, cfg, args.max_videos, frames=first_process_of_node())
     check_run_dir_creatable(Path(args.out or os.environ.get(RUN_DIR_ENV) or "runs"))
     model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint)
 

@@ -596,3 +596,21 @@ def test_evaluate_a_ground_truth_with_an_empty_video(edge_runs):
     stats = json.loads(proc.stdout)
     metrics = json.loads((edge_runs["online"] / "inference" / "metrics.json").read_text())
     assert stats["AP"] == pytest.approx(metrics["ytvis"]["AP"])
+
+
+def test_frame_headers_are_checked_once_per_node(data_set, tmp_path, monkeypatch):
+    """A node's later processes (LOCAL_RANK > 0, started by the first after its checks) skip the
+    per-frame checks; the first process of a node runs them."""
+    from dvis_attn_pl.config import config_path, load_config
+    from dvis_attn_pl.preflight import check_inputs, first_process_of_node
+
+    frames = Path(shutil.copytree(data_set / "JPEGImages", tmp_path / "frames"))
+    first = sorted(frames.rglob("*.png"))[0]
+    first.unlink()
+    cfg = load_config(config_path("tiny_cpu"))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not first_process_of_node()
+    check_inputs("predict", data_set / "valid.json", frames, cfg, None, frames=first_process_of_node())
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(ValueError, match="frame file not found"):
+        check_inputs("predict", data_set / "valid.json", frames, cfg, None, frames=first_process_of_node())
