@@ -420,17 +420,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(one_line(str(exc.code)), file=sys.stderr)
             code = 1
+        if code and guard is not None and _was_interrupted():  # Lightning ends Ctrl-C with exit(1)
+            code = _interrupted(guard)
     except _UsageError as exc:
         print(one_line(str(exc)), file=sys.stderr)
         code = 2
     except UserError as exc:
         code = _report(guard, exc, 2, trace=False)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        code = 130
+        code = _interrupted(guard)
     except Exception as exc:  # noqa: BLE001 - every failure ends as one line (and a traceback for bugs)
         code = _report(guard, exc, 1, trace=_wants_traceback(exc))
-    return code if guard is None else guard.finish(code)
+    if guard is None:
+        return code
+    try:
+        return guard.finish(code)
+    except KeyboardInterrupt:  # Ctrl-C while rank 0 waits for the other ranks to end
+        return _interrupted(guard)
+
+
+def _was_interrupted() -> bool:
+    from .ddp_guard import interrupted
+
+    return interrupted.is_set()
+
+
+def _interrupted(guard) -> int:
+    """Ctrl-C: stop the other ranks; one line from the launching process; status 130."""
+    if guard is not None:
+        if guard.is_child:
+            return 130
+        guard.stop_children()
+    print(f"{PROG}: interrupted", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

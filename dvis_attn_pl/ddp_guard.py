@@ -53,6 +53,15 @@ _PEER_MESSAGES = (
 
 _lock = threading.Lock()
 _claimed = False  # someone is stopping the job: every other path stands back
+INTERRUPT_CODE = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+INTERRUPT_WAIT_S = 10.0  # how long the watcher leaves an interrupted launcher to end by itself
+interrupted = threading.Event()  # this process received SIGINT (Ctrl-C)
+
+
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C: remember it (Lightning turns it into ``sys.exit(1)``), then interrupt as Python does."""
+    interrupted.set()
+    raise KeyboardInterrupt
 
 
 def is_peer_failure(exc: BaseException) -> bool:
@@ -220,12 +229,24 @@ class RankGuard:
             _wait_forever()
         code = proc.returncode
         rank = self.global_rank(local_rank)
-        if code < 0:
+        if interrupted.is_set():  # Ctrl-C reached the whole job: the launcher says so once
+            time.sleep(INTERRUPT_WAIT_S)
+            self._kill_children()
+            _hard_exit(INTERRUPT_CODE)
+        if code == INTERRUPT_CODE:
+            _say(f"{PROG}: error: rank {rank} failed: process {proc.pid} was interrupted (SIGINT)")
+        elif code < 0:
             _say(f"{PROG}: error: rank {rank} failed: process {proc.pid} was killed by {_signal_name(-code)}")
         elif code not in REPORTED_CODES:
             _say(f"{PROG}: error: rank {rank} failed: process {proc.pid} exited with status {code}")
         self._kill_children()
         _hard_exit(code if code > 0 else 1)
+
+    def stop_children(self) -> None:
+        """After Ctrl-C in the launcher: kill the child ranks; :meth:`finish` then only returns."""
+        _claim()
+        self._kill_children()
+        self._reported = True
 
     def wait_children(self, timeout: float = CHILD_EXIT_WAIT_S) -> int:
         """After rank 0 finished well: wait for the children to end; a status for the job."""
@@ -318,8 +339,11 @@ _guard: RankGuard | None = None
 
 
 def install(num_nodes: int = 1) -> RankGuard:
-    """The guard of this process (started once; later calls return it)."""
+    """The guard of this process (started once; later calls return it). In the main thread it
+    also notes Ctrl-C (see :data:`interrupted`)."""
     global _guard
     if _guard is None:
         _guard = RankGuard(num_nodes)
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
     return _guard

@@ -225,3 +225,43 @@ def test_error_lines_name_the_file_and_errno():
         "/ro/run: Permission denied (EACCES)"
     )
     assert describe_error(InjectedFault("boom")) == "InjectedFault: boom"
+
+
+@pytest.mark.parametrize("devices", [pytest.param("1", marks=pytest.mark.slow), "2"])
+def test_ctrl_c_stops_the_run_and_it_resumes(videos, tmp_path, devices):
+    """SIGINT to the whole process group (what Ctrl-C in a terminal does) in the middle of the run:
+    status 130, one line, nothing left running; the same command then completes the run."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("DVIS_ATTN_PL_RUN_DIR", None)
+    env.pop(FAULT_ENV, None)
+    args = [
+        sys.executable, "-m", "dvis_attn_pl", "test", "--data", str(videos["rank0_slow"]),
+        "--frames", str(videos["frames"]), "--out", str(out), "--devices", devices, "--accelerator", "cpu",
+        "--max-videos", "4", "--capture", "none", *SMALL,
+    ]  # fmt: skip
+    with (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO, start_new_session=True)
+        deadline = time.monotonic() + HANG_S
+        while proc.poll() is None and not list((out / "inference" / "parts").glob("*.json")):
+            assert time.monotonic() < deadline, "no video finished"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the run did not stop within 60 s of Ctrl-C")
+    stderr = (tmp_path / "stderr.txt").read_text().replace("\r", "\n")
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert [line for line in stderr.splitlines() if "interrupted" in line or "error" in line] == [
+        "dvis_attn_pl: interrupted"
+    ], stderr[-3000:]
+    time.sleep(0.5)
+    assert [p.pid for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])] == []
+    assert not (out / "inference" / "metrics.json").exists()
+    rerun = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=HANG_S)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "videos already complete" in rerun.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
