@@ -446,13 +446,16 @@ def _was_interrupted() -> bool:
 
 
 def _interrupted(guard) -> int:
-    """Ctrl-C: stop the other ranks; one line from the launching process; status 130."""
+    """Ctrl-C or SIGTERM: stop the other ranks; one line from the launching process; status
+    128 + the signal's number (130, 143)."""
+    from .ddp_guard import interrupt_code, interrupt_message
+
     if guard is not None:
         if guard.is_child:
-            return 130
+            return interrupt_code()
         guard.stop_children()
-    print(f"{PROG}: interrupted", file=sys.stderr)
-    return 130
+    print(f"{PROG}: {interrupt_message()}", file=sys.stderr)
+    return interrupt_code()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,15 +53,31 @@ _PEER_MESSAGES = (
 
 _lock = threading.Lock()
 _claimed = False  # someone is stopping the job: every other path stands back
-INTERRUPT_CODE = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 INTERRUPT_WAIT_S = 10.0  # how long the watcher leaves an interrupted launcher to end by itself
-interrupted = threading.Event()  # this process received SIGINT (Ctrl-C)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, a scheduler's time limit or preemption
+interrupted = threading.Event()  # this process received one of STOP_SIGNALS
+_stop_signal: list[int] = []
 
 
-def _on_sigint(signum, frame) -> None:
-    """Ctrl-C: remember it (Lightning turns it into ``sys.exit(1)``), then interrupt as Python does."""
-    interrupted.set()
+def _on_stop_signal(signum, frame) -> None:
+    """SIGINT or SIGTERM: remember it (Lightning turns the interrupt into ``sys.exit(1)``), then
+    interrupt the main thread as Ctrl-C does."""
+    if not interrupted.is_set():
+        _stop_signal.append(signum)
+        interrupted.set()
     raise KeyboardInterrupt
+
+
+def interrupt_code() -> int:
+    """The shell's status for a command ended by the stop signal received: 128 + its number."""
+    return 128 + (_stop_signal[0] if _stop_signal else signal.SIGINT)
+
+
+def interrupt_message() -> str:
+    """``interrupted`` (Ctrl-C) or ``terminated (SIGTERM)``."""
+    if _stop_signal and _stop_signal[0] == signal.SIGTERM:
+        return "terminated (SIGTERM)"
+    return "interrupted"
 
 
 def is_peer_failure(exc: BaseException) -> bool:
@@ -229,12 +245,12 @@ class RankGuard:
             _wait_forever()
         code = proc.returncode
         rank = self.global_rank(local_rank)
-        if interrupted.is_set():  # Ctrl-C reached the whole job: the launcher says so once
+        if interrupted.is_set():  # the stop signal reached the whole job: the launcher says so once
             time.sleep(INTERRUPT_WAIT_S)
             self._kill_children()
-            _hard_exit(INTERRUPT_CODE)
-        if code == INTERRUPT_CODE:
-            _say(f"{PROG}: error: rank {rank} failed: process {proc.pid} was interrupted (SIGINT)")
+            _hard_exit(interrupt_code())
+        if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            _say(f"{PROG}: error: rank {rank} failed: process {proc.pid} was stopped by {_signal_name(code - 128)}")
         elif code < 0:
             _say(f"{PROG}: error: rank {rank} failed: process {proc.pid} was killed by {_signal_name(-code)}")
         elif code not in REPORTED_CODES:
@@ -340,10 +356,12 @@ _guard: RankGuard | None = None
 
 def install(num_nodes: int = 1) -> RankGuard:
     """The guard of this process (started once; later calls return it). In the main thread it
-    also notes Ctrl-C (see :data:`interrupted`)."""
+    also turns SIGINT and SIGTERM into an interrupt (see :data:`interrupted`)."""
     global _guard
     if _guard is None:
         _guard = RankGuard(num_nodes)
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, _on_sigint)
+        if threading.current_thread() is threading.main_thread():
+            for signum, default in zip(STOP_SIGNALS, (signal.default_int_handler, signal.SIG_DFL)):
+                if signal.getsignal(signum) is default:
+                    signal.signal(signum, _on_stop_signal)
     return _guard

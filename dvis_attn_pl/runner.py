@@ -121,7 +121,7 @@ def build_trainer(args, run_dir: Path, callbacks: list):
     quiet_lightning()
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    return L.Trainer(
+    trainer = L.Trainer(
         accelerator=args.accelerator,
         devices=args.devices if args.devices == "auto" else _parse_devices(args.devices),
         strategy=args.strategy,
@@ -134,6 +134,10 @@ def build_trainer(args, run_dir: Path, callbacks: list):
         enable_model_summary=False,
         inference_mode=True,
     )
+    # Lightning's SIGTERM handler only notes the signal (and runs a collective inside the handler,
+    # which can hang a DDP job): an evaluation run keeps going. Ours (ddp_guard) stops it instead.
+    trainer._signal_connector.register_signal_handlers = lambda: None
+    return trainer
 
 
 def _parse_devices(value: str):
