@@ -136,7 +136,9 @@ def build_trainer(args, run_dir: Path, callbacks: list):
     )
     # Lightning's SIGTERM handler only notes the signal (and runs a collective inside the handler,
     # which can hang a DDP job): an evaluation run keeps going. Ours (ddp_guard) stops it instead.
-    trainer._signal_connector.register_signal_handlers = lambda: None
+    connector = getattr(trainer, "_signal_connector", None)  # private: absent in some release, nothing to do
+    if connector is not None and hasattr(connector, "register_signal_handlers"):
+        connector.register_signal_handlers = lambda: None
     return trainer
 
 
