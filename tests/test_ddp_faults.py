@@ -121,9 +121,12 @@ class Job:
         parent = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + HANG_S
         while time.monotonic() < deadline:
-            children = parent.children()
-            if children:
-                return {0: self.proc.pid, 1: children[0].pid}
+            for child in parent.children():  # rank 1 re-runs our command line (not a helper process)
+                try:
+                    if str(self.out) in " ".join(child.cmdline()):
+                        return {0: self.proc.pid, 1: child.pid}
+                except psutil.Error:
+                    pass
             time.sleep(0.1)
         pytest.fail("rank 1 never started")
 
