@@ -398,6 +398,9 @@ CASES: dict[str, Case] = {
     "duplicate annotation id": _json_case(lambda gt: _ann(gt, 1).update(id=1), "duplicate annotation id 1"),
     "annotation unknown video": _json_case(lambda gt: _ann(gt).update(video_id=99), "(id 1)", "video_id 99"),
     "annotation unknown category": _json_case(lambda gt: _ann(gt).update(category_id=42), "(id 1)", "category_id 42"),
+    "annotation corrupt RLE counts": _json_case(
+        lambda gt: _ann(gt)["segmentations"][0].update(counts="!!!!"), "(id 1)", "segmentations[0]", "corrupt 'counts'"
+    ),
     "test without annotations": _json_case(lambda gt: gt.pop("annotations"), "no annotations", command="test"),
     # 4. frames
     "frame missing": _frames_case(lambda f, gt: _first_frame(f, gt).unlink(), "{tmp}/frames/fish001/00000.png", "not found"),

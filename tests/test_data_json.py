@@ -206,3 +206,41 @@ def test_byte_order_mark_is_accepted(tmp_path):
     path = tmp_path / "bom.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_valid()).encode())
     assert [v.id for v in load_ytvis_json(path).videos] == [v.id for v in load_ytvis_json(_write(tmp_path, _valid())).videos]
+
+
+def test_compressed_rle_check_accepts_what_pycocotools_encodes():
+    from dvis_attn_pl.data.rle import invalid_compressed_rles
+
+    rng = np.random.default_rng(3)
+    counts, pixels = [], []
+    for h, w, p in [(1, 1, 0.5), (5, 7, 0.5), (64, 96, 0.05), (64, 96, 0.95), (300, 200, 0.5)] * 20:
+        mask = rng.random((h, w)) < p
+        counts.append(_rle(mask)["counts"])
+        pixels.append(h * w)
+    for value in (0, 1):  # one run only: all background, all foreground
+        counts.append(_rle(np.full((720, 1280), value, dtype=bool))["counts"])
+        pixels.append(720 * 1280)
+    big = mask_utils.frPyObjects({"size": [1000, 1000], "counts": [999_000, 1000]}, 1000, 1000)
+    counts.append(big["counts"].decode())  # multi-character run lengths
+    pixels.append(1000 * 1000)
+    assert invalid_compressed_rles(counts, pixels).tolist() == []
+    assert invalid_compressed_rles([c.encode() for c in counts], pixels).tolist() == []
+
+
+def test_compressed_rle_check_refuses_corrupt_counts(monkeypatch):
+    from dvis_attn_pl.data import rle
+
+    good = _rle(np.eye(6, 8, dtype=bool))["counts"]
+    cases = [good, "!!!!", good[:-1], good + "0", "", "zzzz", good, good.replace(good[1], "~", 1)]
+    pixels = [48] * len(cases)
+    pixels[6] = 49  # a valid string for another mask size
+    assert rle.invalid_compressed_rles(cases, pixels).tolist() == [1, 2, 3, 4, 5, 6, 7]
+    monkeypatch.setattr(rle, "_CHUNK_CHARS", 5)  # the same answer when decoded in many chunks
+    assert rle.invalid_compressed_rles(cases, pixels).tolist() == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_corrupt_rle_counts_name_the_annotation_and_frame(tmp_path):
+    data = _valid()
+    data["annotations"][0]["segmentations"][0]["counts"] = "!!!!"
+    with pytest.raises(YTVISFormatError, match=r"annotations\[0\] \(id 5\): segmentations\[0\] is not a valid compressed RLE"):
+        load_ytvis_json(_write(tmp_path, data))

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io_utils import path_escape
+from .rle import invalid_compressed_rles
 
 __all__ = [
     "YTVISFormatError",
@@ -273,6 +274,7 @@ class _Parser:
     ) -> tuple[AnnotationRecord, ...]:
         seen: dict[int, int] = {}
         out = []
+        rles: list[tuple[str | bytes, int, str, int]] = []  # compressed RLEs: counts, pixels, where, frame
         for i, entry in enumerate(entries):
             where = f"annotations[{i}]"
             aid = self.as_int(self.require(entry, "id", where), where, "id")
@@ -304,9 +306,21 @@ class _Parser:
                             where,
                             f"segmentations[{t}] has size {list(seg['size'])} but the video is {size} (h, w)",
                         )
+                    if isinstance(seg["counts"], (str, bytes)):
+                        rles.append((seg["counts"], size[0] * size[1], where, t))
             areas = self.per_frame(entry, "areas", where, length, required=False)
             bboxes = self.per_frame(entry, "bboxes", where, length, required=False)
             iscrowd = self.as_int(entry.get("iscrowd", 0), where, "iscrowd", minimum=0)
             out.append(AnnotationRecord(aid, vid, cid, segms, areas, bboxes, iscrowd))
+        self.check_rles(rles)
         out.sort(key=lambda a: a.id)
         return tuple(out)
+
+    def check_rles(self, rles: list[tuple[str | bytes, int, str, int]]) -> None:
+        """Refuse the first compressed RLE whose counts do not describe a mask of the video's size."""
+        bad = invalid_compressed_rles([r[0] for r in rles], [r[1] for r in rles])
+        if len(bad):
+            _, pixels, where, t = rles[int(bad[0])]
+            raise self.fail(
+                where, f"segmentations[{t}] is not a valid compressed RLE of a {pixels}-pixel mask (corrupt 'counts')"
+            )
