@@ -32,7 +32,7 @@ class RunSetup:
     random_weights: bool
 
 
-def resolve_run_dir(out: str | None, command: str) -> Path:
+def run_dir_path(out: str | None, command: str) -> Path:
     """``--out`` or ``runs/<timestamp>-<command>``; identical on every DDP rank (shared via env)."""
     if out:
         path = Path(out)
@@ -41,6 +41,11 @@ def resolve_run_dir(out: str | None, command: str) -> Path:
     else:
         path = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}"
     os.environ[RUN_DIR_ENV] = str(path)
+    return path
+
+
+def make_run_dir(path: Path) -> Path:
+    """Create the run directory ``path`` and make sure files can be written in it."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write_probe"
@@ -217,7 +222,8 @@ def execute(args, command: str) -> int:
     cfg, config_file = resolve_config(args)
     data_json, frames_root = resolve_data(args)
     data = check_inputs(command, data_json, frames_root, cfg, args.max_videos, frames=first_process_of_node())
-    check_run_dir_creatable(Path(args.out or os.environ.get(RUN_DIR_ENV) or "runs"))
+    run_dir = run_dir_path(args.out, command)
+    check_run_dir_creatable(run_dir)
     model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint)
 
     from callbacks import PredictionWriter
@@ -227,8 +233,9 @@ def execute(args, command: str) -> int:
     from .data.dataset import YTVISVideoDataset
     from .lightning_module import DVISDAQModule
 
-    dataset = YTVISVideoDataset.from_data(data, frames_root, cfg)
-    run_dir = resolve_run_dir(args.out, command)
+    # every frame was checked up front (check_inputs) and is checked again as it is decoded
+    dataset = YTVISVideoDataset.from_data(data, frames_root, cfg, check_frames=False)
+    make_run_dir(run_dir)
     done = prepare_resume(run_dir, command, cfg, args, data_json, frames_root, dataset)
     if not args.ckpt:
         log(f"no --ckpt given: the model has random weights (seed {cfg.SEED}); its scores mean nothing")
@@ -241,7 +248,8 @@ def execute(args, command: str) -> int:
     if done:
         module.resumed_videos = resumed_metric_inputs(run_dir, dataset, done) if metric is not None else []
         dataset = YTVISVideoDataset.from_data(
-            select_videos(data, [v for v in dataset.video_ids if v not in set(done)]), frames_root, cfg
+            select_videos(data, [v for v in dataset.video_ids if v not in set(done)]), frames_root, cfg,
+            check_frames=False,
         )
     callbacks = [PredictionWriter(run_dir), VideoProgressBar()]
     if args.capture != "none":
