@@ -25,10 +25,10 @@ from .errors import UserError, one_line
 __all__ = ["COMMANDS", "build_parser", "describe_error", "main"]
 
 PROG = "dvis_attn_pl"
-COMMANDS = ("test", "predict", "evaluate", "analyze")
+COMMANDS = ("test", "predict", "evaluate", "analyze", "fit")
 CAPTURE_PRESETS = ("none", "temporal", "decoder", "all")
 MODEL_SOURCES = ("native", "detectron2")
-DEFAULT_MODEL_CONFIG = "tiny_cpu"
+DEFAULT_MODEL_CONFIG = "tiny_fish"
 
 # (attribute, what it must be): paths checked before a command starts.
 _PATH_ARGS = (
@@ -40,6 +40,9 @@ _PATH_ARGS = (
     ("results", "file"),
     ("run_dir", "dir"),
     ("compare", "dir"),
+    ("val_data", "file"),
+    ("val_frames", "dir"),
+    ("init", "file"),
 )
 
 
@@ -75,6 +78,7 @@ commands:
   predict   inference + attention capture on unlabelled videos (no metric)
   evaluate  the YTVIS metric on an existing results.json
   analyze   summaries, plots and videos from a run directory
+  fit       train DVIS-DAQ stage by stage (segmenter, tracker, refiner)
 
 examples:
   python -m dvis_attn_pl test                       # embedded synthetic fish videos, tiny model
@@ -141,13 +145,78 @@ examples:
 """
 
 
+_FIT_DESCRIPTION = """\
+Train DVIS-DAQ in the official stages, each starting from the previous stage's weights: segmenter
+(single frames), tracker (clips, segmenter frozen), refiner (clips, segmenter and tracker frozen).
+Each stage writes <out>/<stage>/model_final.safetensors in the official key layout (test --ckpt
+loads it strictly), stage.json (steps, time, val AP) and TensorBoard events under <out>/tensorboard.
+Without --data it trains on the synthetic fish train split and validates on the embedded set."""
+
+_FIT_EPILOG = """\
+examples:
+  python -m dvis_attn_pl fit --stage all --out runs/fit_tiny          # the shipped model's recipe
+  python -m dvis_attn_pl fit --stage tracker --out runs/fit_tiny --max-steps 50
+  python -m dvis_attn_pl fit --stage segmenter --out runs/mine --data train.json --frames JPEGImages \\
+      --val-data valid.json --val-frames valid/JPEGImages --devices 2 --strategy ddp
+"""
+
+
+def _add_hardware_flags(parser: argparse.ArgumentParser) -> None:
+    hw = parser.add_argument_group("hardware (Lightning Trainer)")
+    hw.add_argument("--devices", default="auto", help="devices per node: N, a list like 0,1, or auto (default)")
+    hw.add_argument("--accelerator", default="auto", help="cpu, gpu, cuda, mps or auto (default)")
+    hw.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp; default auto")
+    hw.add_argument(
+        "--precision", default="32-true",
+        help="Lightning precision: 32-true (default), 16-mixed (like the official fp16 autocast eval), bf16-mixed",
+    )
+    hw.add_argument("--num-nodes", metavar="N", type=_positive_int, default=1, help="number of nodes (default 1)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _add_fit_flags(parser: argparse.ArgumentParser) -> None:
+    """``fit`` options."""
+    parser.add_argument(
+        "--stage", choices=("segmenter", "tracker", "refiner", "all"), required=True,
+        help="the stage to train, or all three in order",
+    )
+    parser.add_argument("--out", metavar="DIR", required=True, help="training directory (one folder per stage)")
+    parser.add_argument(
+        "--model-config", metavar="PATH",
+        help=f"YAML config of the model to train (default: {DEFAULT_MODEL_CONFIG})",
+    )
+    parser.add_argument("--data", metavar="JSON", help="labelled YouTube-VIS json to train on (default: synthetic train split)")
+    parser.add_argument("--frames", metavar="DIR", help="folder holding the frame files named in --data")
+    parser.add_argument("--val-data", metavar="JSON", help="labelled json for the val AP (default: the embedded set)")
+    parser.add_argument("--val-frames", metavar="DIR", help="folder holding the frame files named in --val-data")
+    parser.add_argument("--max-steps", metavar="N", type=_positive_int, help="optimizer steps (default: per stage)")
+    parser.add_argument("--lr", metavar="LR", type=_positive_float, help="AdamW learning rate (default 3e-4)")
+    parser.add_argument("--batch-size", metavar="N", type=_positive_int, help="frames / clips per step (default: per stage)")
+    parser.add_argument("--weight-decay", metavar="WD", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
+    parser.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the weights and the samples (default 0)")
+    parser.add_argument("--init", metavar="PATH", help="weights to start the (first) stage from, instead of the previous stage's")
+    parser.add_argument("--resume", action="store_true", help="continue a stage from <out>/<stage>/checkpoints/last.ckpt")
+    _add_hardware_flags(parser)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides (last on the line)")
+
+
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     """The flags ``test`` and ``predict`` share."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--ckpt", metavar="PATH",
         help="checkpoint (.pth with or without a 'model' key, detectron2 .pkl, .safetensors); "
-        "loaded strictly. Without it the model has random weights",
+        "loaded strictly. Without it the embedded config runs the shipped weights (trained on the "
+        "synthetic fish set); another config needs --ckpt or --random-weights",
     )
     model.add_argument(
         "--model-config", metavar="PATH",
@@ -158,6 +227,11 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "--model-source", choices=MODEL_SOURCES, default="native",
         help="native: this package's re-implementation (default); detectron2: build your own "
         "DVIS-DAQ code through detectron2's registry (needs detectron2 and that code importable)",
+    )
+    model.add_argument(
+        "--random-weights", action="store_true",
+        help="run the model with seeded random weights instead of a checkpoint (only shows that the "
+        "pipeline runs; without --ckpt the embedded config uses the shipped trained weights)",
     )
     model.add_argument(
         "--trust-checkpoint", action="store_true",
@@ -211,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = add("analyze", "summaries, plots and videos from a run", _ANALYZE_DESCRIPTION, _ANALYZE_EPILOG)
     analyze.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by test or predict")
     _add_analyze_flags(analyze)
+    _add_fit_flags(add("fit", "train DVIS-DAQ stage by stage", _FIT_DESCRIPTION, _FIT_EPILOG))
     return parser
 
 
@@ -274,6 +349,32 @@ def _resolve_model_config(args: argparse.Namespace) -> None:
         args.model_config = str(config_path(stem))
 
 
+def _resolve_weights(args: argparse.Namespace) -> None:
+    """Set ``args.weights`` ("checkpoint", "shipped" or "random") and, for the shipped weights, ``args.ckpt``."""
+    from .config import config_path
+    from .weights import SHIPPED_CONFIG, shipped_weights
+
+    if args.ckpt:
+        if args.random_weights:
+            raise _UsageError(f"{PROG} {args.command}: error: --ckpt and --random-weights exclude each other")
+        args.weights = "checkpoint"
+        return
+    if args.random_weights or args.model_source != "native":
+        args.weights = "random"
+        return
+    try:
+        embedded = args.model_config and Path(args.model_config).resolve() == config_path(SHIPPED_CONFIG).resolve()
+    except UserError:
+        embedded = False
+    if not embedded:
+        raise _UsageError(
+            f"{PROG} {args.command}: error: {args.model_config}: no --ckpt given; pass the checkpoint "
+            "trained with this config, or --random-weights to run it with random weights"
+        )
+    args.ckpt = str(shipped_weights())
+    args.weights = "shipped"
+
+
 def _check_overrides(args: argparse.Namespace) -> None:
     opts = list(getattr(args, "opts", None) or [])
     flags = [t for t in opts if t.startswith("--")]
@@ -298,12 +399,16 @@ def _validate_config(args: argparse.Namespace) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    if args.command in ("test", "predict"):
+    if args.command in ("test", "predict", "fit"):
         _check_overrides(args)
+    if args.command in ("test", "predict"):
+        _resolve_model_config(args)
+    if args.command == "fit" and args.model_config:
         _resolve_model_config(args)
     _check_paths(args)
     if args.command in ("test", "predict"):
         _validate_config(args)
+        _resolve_weights(args)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -409,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise _UsageError(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
         _prepare(args)
-        if args.command in ("test", "predict"):
+        if args.command in ("test", "predict", "fit"):
             from .ddp_guard import install
 
             guard = install(num_nodes=args.num_nodes)

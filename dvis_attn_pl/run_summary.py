@@ -138,6 +138,7 @@ def finish_run(run_dir: Path, command: str, metric_results, data_json: Path, dat
             "data": str(Path(data_json).resolve()),
             "frames": str(Path(args.frames).resolve() if getattr(args, "frames", None) else Path(data_json).resolve().parent / "JPEGImages"),
             "checkpoint": args.ckpt,
+            "weights": getattr(args, "weights", "checkpoint" if args.ckpt else "random"),
             "random_weights": random_weights,
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__},
             "fingerprint": started.get("fingerprint"),

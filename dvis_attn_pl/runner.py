@@ -67,7 +67,7 @@ def resolve_config(args):
             raise UserError("--model-source detectron2 needs --model-config (the YAML your code reads)")
         return load_detectron2_config(args.model_config, list(args.opts or [])), Path(args.model_config)
 
-    path = Path(args.model_config) if args.model_config else config_path("tiny_cpu")
+    path = Path(args.model_config) if args.model_config else config_path("tiny_fish")
     if args.ckpt and not args.model_config:
         raise UserError(f"{args.ckpt}: a checkpoint needs its model config: pass --model-config")
     return load_config(path, overrides=list(args.opts or [])), path
@@ -102,6 +102,21 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool):
     if stored is not None:
         load_state_strict(model, *stored, ckpt)
     return model
+
+
+def weights_line(args, cfg) -> str:
+    """The status line that says which weights the run uses."""
+    source = getattr(args, "weights", "checkpoint" if args.ckpt else "random")
+    if source == "shipped":
+        from .weights import shipped_info
+
+        info = shipped_info()
+        ap = (info.get("val") or {}).get("AP")
+        detail = f", val AP {ap:.3f} on the synthetic val split" if isinstance(ap, float) else ""
+        return f"weights: the shipped tiny_fish model trained on synthetic fish ({args.ckpt}{detail})"
+    if source == "random" or not args.ckpt:
+        return f"weights: random (seed {cfg.SEED}, --random-weights): the scores mean nothing"
+    return f"weights: {args.ckpt}"
 
 
 def quiet_lightning() -> None:
@@ -237,8 +252,7 @@ def execute(args, command: str) -> int:
     dataset = YTVISVideoDataset.from_data(data, frames_root, cfg, check_frames=False)
     make_run_dir(run_dir)
     done = prepare_resume(run_dir, command, cfg, args, data_json, frames_root, dataset)
-    if not args.ckpt:
-        log(f"no --ckpt given: the model has random weights (seed {cfg.SEED}); its scores mean nothing")
+    log(weights_line(args, cfg))
     metric = None
     if command == "test":
         from .metrics import YTVISMetric

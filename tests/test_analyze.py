@@ -74,7 +74,7 @@ def made_run(tmp_path_factory) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "dvis_attn_pl", "predict", "--data", str(data / "valid.json"),
          "--frames", str(data / "JPEGImages"), "--out", str(original), "--capture", "decoder",
-         "INPUT.MIN_SIZE_TEST", "64"],
+         "--random-weights", "INPUT.MIN_SIZE_TEST", "64"],
         cwd=base, env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,6 +12,7 @@ import pytest
 from dvis_attn_pl import cli
 from dvis_attn_pl.config import config_path
 from dvis_attn_pl.errors import UserError
+from dvis_attn_pl.weights import SHIPPED_WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,11 +128,23 @@ def test_dispatch_with_defaults(capsys, recorded):
     code, _, _ = run_main(capsys, "test")
     assert code == 0
     (name, args), = recorded
-    assert name == "test" and args.model_config == str(config_path("tiny_cpu"))
-    assert (args.ckpt, args.data, args.frames, args.out, args.opts) == (None, None, None, None, [])
+    assert name == "test" and args.model_config == str(config_path("tiny_fish"))
+    assert (args.ckpt, args.weights) == (str(SHIPPED_WEIGHTS), "shipped")  # the shipped trained weights
+    assert (args.data, args.frames, args.out, args.opts) == (None, None, None, [])
     assert (args.capture, args.model_source, args.trust_checkpoint) == ("temporal", "native", False)
     assert (args.devices, args.accelerator, args.strategy, args.precision, args.num_nodes) == (
         "auto", "auto", "auto", "32-true", 1)
+
+
+def test_weights_are_shipped_random_on_request_or_refused(capsys, recorded):
+    code, _, _ = run_main(capsys, "test", "--random-weights")
+    assert code == 0 and (recorded[-1][1].ckpt, recorded[-1][1].weights) == (None, "random")
+    code, _, err = run_main(capsys, "predict", "--model-config", "dvis_daq_r50_online_ytvis19")
+    assert code == 2 and "--random-weights" in one_error_line(err)
+    code, _, _ = run_main(capsys, "predict", "--model-config", "dvis_daq_r50_online_ytvis19", "--random-weights")
+    assert code == 0 and recorded[-1][1].weights == "random"
+    code, _, _ = run_main(capsys, "test", "--model-config", "tiny_fish")
+    assert code == 0 and recorded[-1][1].weights == "shipped"
 
 
 def test_dispatch_passes_flags_and_overrides(capsys, tmp_path, recorded):

@@ -29,7 +29,8 @@ def test_predict_writes_the_run_directory(small_set, tmp_path):
     out = tmp_path / "run"
     proc = run_cli(["predict", *data_args(small_set), "--out", str(out), "--capture", "none", *SMALL])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "random weights" in proc.stderr
+    assert "weights: the shipped tiny_fish model" in proc.stderr
+    assert json.loads((out / "run.json").read_text())["weights"] == "shipped"
     inference = out / "inference"
     for name in RUN_FILES:
         assert (inference / name).is_file(), name
@@ -59,7 +60,7 @@ def test_ddp_two_processes_match_one(small_set, tmp_path):
     p2 = run_cli([*common, "--devices", "2", "--out", str(two), *SMALL])
     assert p2.returncode == 0, p2.stderr[-2000:]
     assert "2 x cpu" in p2.stderr
-    assert "Average Precision" in p1.stdout and "random weights" in p1.stdout
+    assert "Average Precision" in p1.stdout and "random weights" not in p1.stdout
     parts = sorted(p.name for p in (two / "inference" / "parts").glob("*.json"))
     assert parts == ["1.json", "2.json", "3.json"]
     for name in (*RUN_FILES, "metrics.json"):
