@@ -151,7 +151,8 @@ def test_fit_resume_continues_from_the_last_checkpoint(train_set, val_set, tmp_p
     assert first.returncode == 0, first.stderr[-3000:]
     again = run_cli([*_fit_args(train_set, val_set, out, "segmenter", steps=4)[:-2], "--resume", *SMALL])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((out / "segmenter" / "stage.json").read_text())["steps"] == 4
+    summary = json.loads((out / "segmenter" / "stage.json").read_text())
+    assert summary["steps"] == 4 and summary["val"] is not None
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -209,7 +209,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         precision=opt.precision,
         num_nodes=opt.num_nodes,
         max_steps=max_steps,
-        max_epochs=1,
+        max_epochs=-1,  # max_steps ends the stage (a resumed stage may start a new pass over the samples)
         num_sanity_val_steps=0,
         gradient_clip_val=0.01,  # the official full-model gradient clipping
         log_every_n_steps=min(10, max_steps),
@@ -231,7 +231,10 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         f"on {trainer.world_size} x {trainer.strategy.root_device.type}; config {config_file}"
     )
     started = time.time()
-    trainer.fit(module, datamodule=FitData(samples, val_set, batch_size), ckpt_path=ckpt_path)
+    data = FitData(samples, val_set, batch_size)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    if module.val_results is None:  # a resumed stage can end mid-pass, before the epoch-end validation
+        trainer.validate(module, datamodule=data, verbose=False)
     seconds = time.time() - started
     summary = {
         "stage": stage,
