@@ -1,11 +1,7 @@
 """Host reads in one forward: they grow with the windows (and at most one small read per tracked
 frame, the live-sequence count that sizes the next frame), never with frames x instances.
-
-On a GPU every read of a device tensor's values on the host (``.cpu()``, ``.item()``,
-``.tolist()``, ``.numpy()``, ``int()``/``float()``/``bool()``, a blocking ``.to("cpu")``)
-synchronises the stream. On the CPU they cannot be told from host-side reads, so every such call
-is counted: an upper bound of the GPU's synchronisations.
-"""
+Counted with :class:`~dvis_attn_pl.model.host_reads.HostReads` (every host read on the CPU: an
+upper bound of the synchronisations on a GPU)."""
 
 from __future__ import annotations
 
@@ -13,48 +9,11 @@ from collections import Counter
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from dvis_attn_pl import build_model, load_config
 from dvis_attn_pl.config import config_path
+from dvis_attn_pl.model.host_reads import HostReads
 from dvis_attn_pl.model.tracker import FrameUpdate, SequenceMemory
-
-READS = {
-    torch.Tensor.cpu,
-    torch.Tensor.item,
-    torch.Tensor.tolist,
-    torch.Tensor.numpy,
-    torch.Tensor.__int__,
-    torch.Tensor.__float__,
-    torch.Tensor.__bool__,
-}
-
-
-def _to_host(args: tuple, kwargs: dict) -> bool:
-    """Whether a ``Tensor.to`` call is a blocking copy from a device to the host (never on a CPU
-    machine, where the package's own reads go through ``.cpu()``/``.tolist()``)."""
-    if args[0].device.type == "cpu" or kwargs.get("non_blocking") or (len(args) > 2 and isinstance(args[2], bool) and args[2]):
-        return False
-    targets = [*args[1:], kwargs.get("device")]
-    return any(isinstance(t, (str, torch.device)) and torch.device(t).type == "cpu" for t in targets)
-
-
-class HostReads(TorchFunctionMode):
-    """Counts the calls that read tensor values on the host, by kind."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in READS or (func is torch.Tensor.to and _to_host(args, kwargs)):
-            self.counts[func.__name__] += 1
-        return func(*args, **kwargs)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 def _model(arch: str, window: int):
