@@ -177,13 +177,13 @@ def official_metric_row(case: dict, folder: Path, repeats: int) -> object:
 
 
 def bench_metric_rows(
-    case: dict | None = None, *, repeats: int = 5, naive: bool = True, official: Path | None = None
+    case: dict | None = None, *, repeats: int = 5, naive: bool = True, official_dir: Path | None = None
 ) -> list:
     """``evaluate_ytvis`` (json loading included) vs the per-pair reference and the official anchor.
 
     Ours runs ``repeats`` times; the slow reference runs once, between the first and second half
     of our rounds. Without ``naive`` only the official anchor (2.5 s) is compared. With
-    ``official`` (the folder of the official ``ytvos.py``/``ytvoseval.py``) the official evaluator
+    ``official_dir`` (the folder of the official ``ytvos.py``/``ytvoseval.py``) the official evaluator
     also runs side by side.
     """
     import json
@@ -238,8 +238,8 @@ def bench_metric_rows(
             note=f"AP {stats['ours']['AP']:.4f}",
         )
     ]
-    if official is not None:
-        rows.append(official_metric_row(case, official, repeats))
+    if official_dir is not None:
+        rows.append(official_metric_row(case, official_dir, repeats))
     if naive_s is not None:
         diff = max(abs(stats["ours"][k] - stats["ref"][k]) for k in STAT_NAMES)
         row = timed_ratio_row(
@@ -321,7 +321,7 @@ def run(
         ),
         "capture": lambda kw: bench_capture(device=device, **kw),
         "rollout": lambda kw: bench_rollout(device=device, **kw),
-        "metric": lambda kw: bench_metric_rows(official=official, **kw),
+        "metric": lambda kw: bench_metric_rows(official_dir=official, **kw),
         "memory": lambda kw: bench_memory(device=device, **kw),
         "loop": lambda kw: bench_loop(device=device, **kw),
         "transfers": lambda kw: bench_host_reads(**kw),
