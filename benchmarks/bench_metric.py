@@ -6,21 +6,30 @@ then times ``dvis_attn_pl.metrics.evaluate_ytvis`` (median of repeats; from the 
 official tool runs, and from already-loaded json) against :func:`naive_evaluate`, a plain
 per-pair implementation written here from the spec (decoded masks, Python loops over pairs,
 frames, thresholds and detections), checks that both give the same 12 statistics and prints a
-markdown table. The official evaluator's time on this kind of case (about 2.5 s on 2 cores, loading
-included) is the anchor from ``shared/research/ytvis_metric_spec.md``; it is not run here.
+markdown table. With ``--official DIR`` (a folder holding the official ``ytvos.py`` and
+``ytvoseval.py``: ``PythonAPI/pycocotools`` of ``youtubevos/cocoapi``, or the ``ytvis_api`` copy
+that Mask2Former/DVIS vendor) the official evaluator runs side by side in the same process on the
+same files, with the mechanical patches Mask2Former applies for current numpy, and the statistics
+are compared; without it the ratio uses the 2.5 s anchor from
+``shared/research/ytvis_metric_spec.md``.
 
-    python benchmarks/bench_metric.py [--repeats 5] [--skip-naive]
+    python benchmarks/bench_metric.py [--repeats 5] [--skip-naive] [--official DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
+import types
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -304,6 +313,45 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} cores{load}; Python {platform.python_version()}, numpy {np.__version__}, pycocotools {coco}"
 
 
+# ------------------------------------------------------------------ the official evaluator
+_OFFICIAL_PATCHES = (  # what Mask2Former's vendored copy changes to run on numpy >= 1.24 / Python 3
+    ("from . import mask as maskUtils", "from pycocotools import mask as maskUtils"),
+    ("np.round((0.95 - .5) / .05) + 1", "int(np.round((0.95 - .5) / .05)) + 1"),
+    ("np.round((1.00 - .0) / .01) + 1", "int(np.round((1.00 - .0) / .01)) + 1"),
+    ("dtype=np.float)", "dtype=float)"),
+    ("type(resFile) == unicode", "False"),
+)
+
+
+def load_official(folder: Path) -> tuple[type, type]:
+    """``(YTVOS, YTVOSeval)`` from the official files in ``folder``, patched in memory."""
+    classes = []
+    package = types.ModuleType("ytvis_official")
+    package.__path__ = []
+    sys.modules.setdefault("ytvis_official", package)
+    for name, cls in (("ytvos", "YTVOS"), ("ytvoseval", "YTVOSeval")):
+        source = (Path(folder) / f"{name}.py").read_text()
+        for old, new in _OFFICIAL_PATCHES:
+            source = source.replace(old, new)
+        spec = importlib.util.spec_from_loader(f"ytvis_official.{name}", loader=None)
+        module = importlib.util.module_from_spec(spec)
+        exec(compile(source, str(Path(folder) / f"{name}.py"), "exec"), module.__dict__)
+        classes.append(getattr(module, cls))
+    return classes[0], classes[1]
+
+
+def official_evaluate(ytvos: type, ytvoseval: type, gt_path: Path, res_path: Path) -> dict[str, float]:
+    """The official run (loading both files included), its prints swallowed."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = ytvos(str(gt_path))
+        dt = gt.loadRes(str(res_path))
+        ev = ytvoseval(gt, dt, "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return dict(zip(STATS, (float(x) for x in ev.stats)))
+
+
 def _timed(fn, repeats: int) -> tuple[float, float, object]:
     walls, cpus, out = [], [], None
     for _ in range(repeats):
@@ -318,25 +366,45 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-naive", action="store_true", help="skip the slow per-pair reference")
+    parser.add_argument("--official", type=Path, help="folder with the official ytvos.py and ytvoseval.py")
     args = parser.parse_args(argv)
     from dvis_attn_pl.metrics import evaluate_ytvis
 
     gt, results = make_case()
-    rows = []
+    rows, timings = [], {}
+    classes = load_official(args.official) if args.official else None
     with tempfile.TemporaryDirectory() as tmp:
         gt_path, res_path = Path(tmp) / "gt.json", Path(tmp) / "results.json"
         gt_path.write_text(json.dumps(gt))
         res_path.write_text(json.dumps(results))
-        wall, cpu, ours = _timed(lambda: evaluate_ytvis(gt_path, res_path), args.repeats)
+        official = None
+        for _ in range(args.repeats):  # interleaved, so both see the same machine load
+            ours_run = _timed(lambda: evaluate_ytvis(gt_path, res_path), 1)
+            timings.setdefault("ours", []).append(ours_run[:2])
+            if args.official:
+                official = _timed(lambda: official_evaluate(*classes, gt_path, res_path), 1)
+                timings.setdefault("official", []).append(official[:2])
+        ours = ours_run[2]
+        wall, cpu = ours_wall, ours_cpu = tuple(statistics.median(x) for x in zip(*timings["ours"]))
         rows.append((f"`evaluate_ytvis(paths)` (json parsing included), median of {args.repeats}", wall, cpu))
     wall, cpu, _ = _timed(lambda: evaluate_ytvis(gt, results), args.repeats)
     rows.append((f"`evaluate_ytvis(loaded json)`, median of {args.repeats}", wall, cpu))
     agree = ""
+    if official is not None:
+        o_wall, o_cpu = (statistics.median(x) for x in zip(*timings["official"]))
+        ratios = [o[0] / m[0] for o, m in zip(timings["official"], timings["ours"])]
+        rows.append(("official evaluator (youtubevos/cocoapi, patched as Mask2Former), same runs", o_wall, o_cpu))
+        diff = max(abs(ours[k] - official[2][k]) for k in STATS)
+        agree += (
+            f"\nofficial evaluator (same process, interleaved runs): wall {o_wall:.3f} s, CPU {o_cpu:.3f} s; "
+            f"official / ours wall: median {statistics.median(ratios):.1f}x (range {min(ratios):.1f}-{max(ratios):.1f}x), "
+            f"CPU {o_cpu / ours_cpu:.1f}x; max |difference| of the 12 statistics: {diff:.1e}"
+        )
     if not args.skip_naive:
         wall, cpu, ref = _timed(lambda: naive_evaluate(gt, results), 1)
         rows.append(("naive per-pair reference (decoded masks, Python loops), 1 run", wall, cpu))
         diff = max(abs(ours[k] - ref[k]) for k in STATS)
-        agree = f"\nmax |difference| of the 12 statistics, evaluate_ytvis vs naive reference: {diff:.1e}"
+        agree += f"\nmax |difference| of the 12 statistics, evaluate_ytvis vs naive reference: {diff:.1e}"
     lines = [
         f"YTVIS metric benchmark: {len(gt['videos'])} videos x 20 frames x 360x640, {len(gt['categories'])} categories, "
         f"{len(gt['annotations'])} GT tracks, {len(results)} predictions",
@@ -345,7 +413,7 @@ def main(argv=None) -> str:
         "| implementation | wall s | CPU s | 2.5 s (official) / wall | 2.5 s / CPU | naive CPU / CPU |",
         "|---|---|---|---|---|---|",
     ]
-    naive_cpu = rows[2][2] if len(rows) > 2 else None
+    naive_cpu = next((cpu for name, _, cpu in rows if name.startswith("naive")), None)
     for name, wall, cpu in rows:
         vs_naive = f"{naive_cpu / cpu:.0f}x" if naive_cpu else "-"
         lines.append(

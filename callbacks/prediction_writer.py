@@ -10,12 +10,15 @@ written atomically); at the end of the loop rank 0 merges all parts, in video-id
 - ``image_dimensions.json``: per video the original, resized and padded sizes and feature grids.
 
 Because parts are keyed by video and merged in a fixed order, a run on N processes writes the
-same files as a run on one, and a resumed run can tell which videos are complete.
+same files as a run on one, and a resumed run can tell which videos are complete. Parts are
+written on a background thread (their records may still be encoding), so the next video starts at
+once; the loop's end waits for every part, and a failed write fails the run at the next video.
 """
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +33,8 @@ class PredictionWriter(Callback):
     def __init__(self, run_dir: str | Path) -> None:
         self.inference_dir = Path(run_dir) / "inference"
         self.parts_dir = self.inference_dir / "parts"
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     def part_path(self, video_id) -> Path:
         return self.parts_dir / f"{safe_name(video_id)}.json"
@@ -41,8 +46,25 @@ class PredictionWriter(Callback):
         return {p.stem for p in self.parts_dir.glob("*.json")}
 
     def _write(self, result) -> None:
+        """Queue the part of ``result`` for the writer thread; raise a failure of an earlier write."""
         if result is None:  # a rank's placeholder step (no video)
             return
+        self._drain(wait=False)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer")
+        self._pending.append(self._pool.submit(self._write_part, result))
+
+    def _drain(self, wait: bool) -> None:
+        """Collect finished writes (all of them with ``wait``), raising the first failure."""
+        still = []
+        for future in self._pending:
+            if wait or future.done():
+                future.result()
+            else:
+                still.append(future)
+        self._pending = still
+
+    def _write_part(self, result) -> None:
         atomic_write_json(
             self.part_path(result.video_id),
             {
@@ -67,6 +89,10 @@ class PredictionWriter(Callback):
         self._finish(trainer)
 
     def _finish(self, trainer: L.Trainer) -> None:
+        self._drain(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         trainer.strategy.barrier("prediction_writer_merge")
         if trainer.is_global_zero:
             merge_parts(self.parts_dir, self.inference_dir)

@@ -57,6 +57,16 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -258,6 +268,11 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="Lightning precision: 32-true (default), 16-mixed (like the official fp16 autocast eval), bf16-mixed",
     )
     hw.add_argument("--num-nodes", metavar="N", type=_positive_int, default=1, help="number of nodes (default 1)")
+    hw.add_argument(
+        "--num-workers", metavar="N", type=_non_negative_int, default=None,
+        help="DataLoader processes decoding the next videos' frames while the model runs (0: decode in the "
+        "main process, window by window); default: half the CPU cores, at most 4",
+    )
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
         help="config overrides, e.g. INPUT.MIN_SIZE_TEST 360 MODEL.VIDEO_HEAD.OFFLINE_TOPK_NUM 20 (last on the line)",

@@ -3,13 +3,17 @@
 A step runs the official inference (windows, tracking, refiner) and returns a :class:`VideoResult`
 holding the official outputs, the YTVIS result records, the per-prediction temporal information
 (refiner id, tracker sequence id, frames where the instance is present, the class posterior as
-frames accumulate) and the video's image dimensions. The metric is updated in ``test_step``;
-callbacks (writers, attention capture, TensorBoard) consume the result in their batch-end hooks.
+frames accumulate) and the video's image dimensions. The result records (one compressed RLE per
+frame) are encoded on a background thread while the next video runs: ``VideoResult.records``
+waits for them. The metric takes a video's records once they are ready (at a later step, at the
+latest at the epoch's end); callbacks (writers, attention capture, TensorBoard) consume the
+result in their batch-end hooks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -27,16 +31,27 @@ PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 @dataclass
 class VideoResult:
-    """Everything one step produced for one video (host memory only)."""
+    """Everything one step produced for one video (host memory only). ``records`` may be given as a
+    :class:`~concurrent.futures.Future` (encoding in progress); reading it waits for the list."""
 
     video_id: int
     num_frames: int
     outputs: dict
-    records: list[dict]
+    records_pending: list[dict] | Future
     temporal: list[dict]
     dimensions: dict
     info: object = None
     extras: dict = field(default_factory=dict)
+
+    @property
+    def records(self) -> list[dict]:
+        if isinstance(self.records_pending, Future):
+            self.records_pending = self.records_pending.result()
+        return self.records_pending
+
+    @property
+    def records_ready(self) -> bool:
+        return not isinstance(self.records_pending, Future) or self.records_pending.done()
 
 
 class DVISDAQModule(L.LightningModule):
@@ -58,6 +73,15 @@ class DVISDAQModule(L.LightningModule):
         self.videos_run = 0
         self.metric_results: dict | None = None
         self.resumed_videos: list[tuple[list[dict], dict]] = []  # (records, ground truth) of skipped videos
+        self._encoder: ThreadPoolExecutor | None = None  # RLE encoding of the result records
+        self._metric_pending: list[tuple[VideoResult, dict]] = []  # results whose records are on the way
+        self._loop_ended = False  # set by on_test_end / on_predict_end: teardown need not move the model
+
+    def _encode(self, outputs: dict, video_id) -> Future:
+        """The video's YTVIS records, encoded on the background thread (one video at a time)."""
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rle-encoder")
+        return self._encoder.submit(to_ytvis_records, outputs, video_id, self.contiguous_to_dataset_id)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         """Keep frames on the host: the model moves one segmenter window at a time."""
@@ -77,16 +101,17 @@ class DVISDAQModule(L.LightningModule):
             return VideoResult(video_id, 0, outputs, [], [], self._dimensions(video, None))
         outputs = self.model([video])
         info = getattr(self.model, "last_inference", None)
-        records = to_ytvis_records(outputs, video_id, self.contiguous_to_dataset_id)
+        records = self._encode(outputs, video_id)
         temporal = self._temporal_records(outputs, info, num_frames)
-        for record, extra in zip(records, temporal):
-            extra.update(video_id=video_id, score=record["score"], category_id=record["category_id"])
+        for score, label, extra in zip(outputs["pred_scores"], outputs["pred_labels"], temporal):
+            category = int(self.contiguous_to_dataset_id[int(label)])
+            extra.update(video_id=video_id, score=float(score), category_id=category)
         self.frames_seen += num_frames
         return VideoResult(
             video_id=video_id,
             num_frames=num_frames,
             outputs=outputs,
-            records=records,
+            records_pending=records,
             temporal=temporal,
             dimensions=self._dimensions(video, info),
             info=info,
@@ -144,10 +169,17 @@ class DVISDAQModule(L.LightningModule):
         (video,) = batch
         if is_placeholder(video):
             return None
+        self._update_metric(wait=False)
         result = self.infer(video)
         if self.metric is not None and video.get("annotations") is not None:
-            self.metric.update(result.records, video)
+            self._metric_pending.append((result, video))
         return result
+
+    def _update_metric(self, wait: bool) -> None:
+        """Feed the metric the videos whose records are encoded (all of them with ``wait``), in order."""
+        while self._metric_pending and (wait or self._metric_pending[0][0].records_ready):
+            result, video = self._metric_pending.pop(0)
+            self.metric.update(result.records, video)
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> VideoResult | None:
         (video,) = batch
@@ -159,9 +191,35 @@ class DVISDAQModule(L.LightningModule):
             for records, ground_truth in self.resumed_videos:
                 self.metric.update(records, ground_truth)
 
+    def on_test_start(self) -> None:
+        self._loop_ended = False
+
+    def on_predict_start(self) -> None:
+        self._loop_ended = False
+
+    def on_test_end(self) -> None:
+        self._loop_ended = True
+
+    def on_predict_end(self) -> None:
+        self._loop_ended = True
+
+    def cpu(self) -> DVISDAQModule:
+        """Move to the CPU, except after the loop: Lightning's strategy teardown moves the module
+        back to the CPU, which an inference run never needs (0.75 s for ViT-L on a GPU)."""
+        if self._loop_ended:
+            return self
+        return super().cpu()
+
+    def teardown(self, stage: str) -> None:
+        """Let the encoder thread finish its last video and stop."""
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=True)
+            self._encoder = None
+
     def on_test_epoch_end(self) -> None:
         if self.metric is None:
             return
+        self._update_metric(wait=True)
         results = self.metric.compute()
         self.metric_results = results
         scalars = {f"metrics/{k}": float(v) for k, v in results.items() if not isinstance(v, dict)}

@@ -244,12 +244,14 @@ def execute(args, command: str) -> int:
     from callbacks import PredictionWriter
     from callbacks.progress import VideoProgressBar
 
-    from .data.datamodule import YTVISDataModule
+    from .data.datamodule import YTVISDataModule, default_num_workers
     from .data.dataset import YTVISVideoDataset
     from .lightning_module import DVISDAQModule
 
+    workers = default_num_workers() if getattr(args, "num_workers", None) is None else args.num_workers
+    eager = workers > 0  # worker processes decode whole videos ahead of the model; else window by window
     # every frame was checked up front (check_inputs) and is checked again as it is decoded
-    dataset = YTVISVideoDataset.from_data(data, frames_root, cfg, check_frames=False)
+    dataset = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)
     make_run_dir(run_dir)
     done = prepare_resume(run_dir, command, cfg, args, data_json, frames_root, dataset)
     log(weights_line(args, cfg))
@@ -263,7 +265,7 @@ def execute(args, command: str) -> int:
         module.resumed_videos = resumed_metric_inputs(run_dir, dataset, done) if metric is not None else []
         dataset = YTVISVideoDataset.from_data(
             select_videos(data, [v for v in dataset.video_ids if v not in set(done)]), frames_root, cfg,
-            check_frames=False,
+            eager=eager, check_frames=False,
         )
     callbacks = [PredictionWriter(run_dir), VideoProgressBar()]
     if args.capture != "none":
@@ -275,7 +277,7 @@ def execute(args, command: str) -> int:
         f"{command}: {len(dataset)} videos on {trainer.world_size} x {trainer.strategy.root_device.type}, "
         f"precision {args.precision}, config {config_file}, run directory {run_dir}"
     )
-    datamodule = YTVISDataModule(dataset=dataset)
+    datamodule = YTVISDataModule(dataset=dataset, num_workers=workers)
     if command == "test":
         trainer.test(module, datamodule=datamodule, verbose=False)
     else:

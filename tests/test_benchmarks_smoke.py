@@ -166,3 +166,24 @@ def test_markdown_table_and_file_keep_the_analysis(tmp_path):
     write_markdown(out, f"{BEGIN}\nsecond\n{END}")
     final = out.read_text()
     assert "second" in final and "first" not in final and "hand-written" in final
+
+
+def test_host_read_rows_grow_with_windows_not_frames_times_instances():
+    from benchmarks.bench_loop import bench_host_reads
+
+    frames_row, windows_row = bench_host_reads(short=3, long=6, window=3)
+    for row in (frames_row, windows_row):
+        check_row(row)
+    assert frames_row.value - frames_row.base_value <= 6 - 3  # at most one read per extra frame
+    assert windows_row.value - windows_row.base_value <= 2 * 1  # one more window, at most two reads
+
+
+@pytest.mark.slow  # two in-process predict runs
+def test_loop_rows(cache):
+    from benchmarks.bench_loop import bench_loop
+
+    rows = bench_loop(videos=2, height=64, width=96, min_frames=3, max_frames=4, workers=(0, 1))
+    assert [r.variant for r in rows] == ["loop time per video, --num-workers 0", "loop time per video, --num-workers 1"]
+    for row in rows:
+        check_row(row)
+        assert row.value >= row.base_value > 0  # the loop contains the forwards

@@ -338,7 +338,7 @@ def _update(
             positions=positions,
             valid=torch.tensor(valid),
         )
-    )
+    ).tolist()
 
 
 def test_memory_dead_after_kick_out_frames():

@@ -146,12 +146,14 @@ class RunVisuals:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
     def _figure(self, fig, path: Path | None, tag: str | None, step: int = 0) -> None:
-        """Render once; save the PNG (plots stage) and log it (tensorboard stage)."""
+        """Render once (a matplotlib figure, or an image drawn by :mod:`..viz.raster`); save the PNG
+        (plots stage) and log it (tensorboard stage)."""
         from ..viz.plots import figure_to_png
+        from ..viz.raster import png as image_to_png
 
         if path is None and (self.board is None or tag is None):
             return
-        png = figure_to_png(fig)
+        png = image_to_png(fig) if isinstance(fig, np.ndarray) else figure_to_png(fig)
         if self.do_plots and path is not None:
             atomic_write_bytes(path, png)
             self.written.append(path)
@@ -220,12 +222,8 @@ class RunVisuals:
             self._timed("videos", t0)
 
     def _prediction_figures(self, v: VideoInputs, i: int, frames: VideoFrames | None, layers: list[int]) -> None:
-        from ..viz import (
-            make_tag,
-            plot_frame_importance,
-            plot_rollout,
-            plot_temporal_attention,
-        )
+        from ..viz import make_tag
+        from ..viz.raster import draw_frame_importance, draw_rollout, draw_temporal_attention
 
         p = v.predictions[i]
         k, vid = p["index"], v.video_id
@@ -242,7 +240,7 @@ class RunVisuals:
             for key in sorted(x for x in roll if x.startswith("readout.")):
                 curves[f"rollout, {key[len('readout.'):].replace('_', ' ')}"] = roll[key]
         if curves:
-            fig = plot_frame_importance(
+            fig = draw_frame_importance(
                 curves, gt_present=None if match is None else match["present"], valid=valid,
                 title=f"Frame importance: {label}"
                 + ("" if match is None else f"; GT annotation {match['annotation_id']} (IoU {match['iou']:.2f})"),
@@ -255,7 +253,7 @@ class RunVisuals:
         ref = v.refiner_time(i)
         if ref is not None:
             mats, ref_present = ref
-            fig = plot_temporal_attention(mats, valid=ref_present if ref_present.any() else None,
+            fig = draw_temporal_attention(mats, valid=ref_present if ref_present.any() else None,
                                           title=f"Refiner temporal self-attention: {label}")
             self._figure(fig, self._plot_path("temporal_attention", vid, f"pred{k}"),
                          make_tag("temporal_attention", vid, k))
@@ -263,7 +261,7 @@ class RunVisuals:
             key = "readout.column_mean" if "readout.column_mean" in roll else next(
                 (x for x in sorted(roll) if x.startswith("readout.")), None)
             if key is not None:
-                fig = plot_rollout(roll["matrix"], roll[key], valid=roll["present"] if roll["present"].any() else None,
+                fig = draw_rollout(roll["matrix"], roll[key], valid=roll["present"] if roll["present"].any() else None,
                                    readout_label=key[len("readout."):].replace("_", " "),
                                    title=f"Temporal attention rollout: {label}")
                 self._figure(fig, self._plot_path("rollout", vid, f"pred{k}"), make_tag("rollout", vid, k))
@@ -315,7 +313,8 @@ class RunVisuals:
     def _tracker_frames(self, v: VideoInputs) -> None:
         """Per top prediction: its sequence's tracker cross-attention at every tracker frame (rows =
         frames, columns = segmenter queries, mean over layers: the same ranking as the sum)."""
-        from ..viz import make_tag, plot_tracker_attention
+        from ..viz import make_tag
+        from ..viz.raster import draw_tracker_attention
 
         art = v.artifact("tracker_cross")
         if art is None:
@@ -336,16 +335,12 @@ class RunVisuals:
             rows = rows[np.argsort(frame[rows], kind="stable")]
             if not rows.size:
                 continue
-            fig = plot_tracker_attention(
+            fig = draw_tracker_attention(
                 w[rows], top_k=self.opts.tracker_k, row_labels=[f"frame {f}" for f in frame[rows].tolist()],
                 title=f"Tracker cross-attention of sequence {s}: {self._label(v, v.predictions.index(p))}, "
                 f"mean over {n_layers} layers",
+                ylabel="tracker frame", max_row_labels=40,  # readable frame labels on long videos
             )
-            ax = fig.axes[0]
-            ax.set_ylabel("tracker frame")
-            if rows.size > 40:  # keep the frame labels readable on long videos
-                keep = np.unique(np.linspace(0, rows.size - 1, 40).round().astype(int))
-                ax.set_yticks(keep, [f"frame {frame[rows[j]]}" for j in keep])
             self._figure(fig, self._plot_path("tracker_attention", v.video_id, f"pred{p['index']}"),
                          make_tag("tracker_attention", v.video_id, p["index"]))
 

@@ -12,6 +12,7 @@ guard, which Lightning leaves untouched, but the flag states the intent.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,16 @@ from torch.utils.data import DataLoader
 from .dataset import YTVISVideoDataset
 from .sampler import VideoDistributedSampler
 
-__all__ = ["PLACEHOLDER", "YTVISDataModule", "collate_videos", "is_placeholder"]
+__all__ = ["PLACEHOLDER", "YTVISDataModule", "collate_videos", "default_num_workers", "is_placeholder"]
+
+PREFETCH_VIDEOS = 2  # videos each worker decodes ahead
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_num_workers() -> int:
+    """DataLoader workers when not asked: half the CPU cores (the model's threads keep the other
+    half), at most :data:`MAX_DEFAULT_WORKERS`; 0 on a single core."""
+    return min(MAX_DEFAULT_WORKERS, (os.cpu_count() or 1) // 2)
 
 # The one item of a rank that has no video (fewer videos than processes, or a resumed run whose
 # videos are all complete). Lightning skips every hook of an empty loop, so that rank would miss
@@ -117,6 +127,7 @@ class YTVISDataModule(L.LightningDataModule):
             sampler=sampler,
             collate_fn=collate_videos,
             num_workers=self.num_workers,
+            prefetch_factor=PREFETCH_VIDEOS if self.num_workers else None,
             pin_memory=False,
         )
 

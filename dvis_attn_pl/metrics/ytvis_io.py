@@ -23,6 +23,11 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+try:  # about twice as fast on YTVIS files (mostly RLE strings); the standard parser is the fallback
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    orjson = None
+
 __all__ = [
     "YTVISInputError",
     "VideoGT",
@@ -102,10 +107,21 @@ def read_json(obj, what: str):
             raise YTVISInputError(f"{path}: cannot read the {what} file ({exc.strerror or exc})") from None
         try:
             with _gc_paused():  # parsing allocates many small objects: collections only cost time
-                return json.loads(text), str(path)
+                return _loads(text), str(path)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise YTVISInputError(f"{path}: not valid JSON ({exc})") from None
     return obj, MEMORY
+
+
+def _loads(text: bytes):
+    """``json.loads``, through orjson when it is there; what orjson refuses but the standard parser
+    accepts (``NaN``, integers beyond 64 bits) is parsed by the standard parser, as officially."""
+    if orjson is not None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def _is_int(x) -> bool:

@@ -106,8 +106,24 @@ class CaptureContext:
     frame_start: int = 0
     frame_end: int = 0
     tracker_frame: int = -1
-    tracker_row_seq_ids: list[int] = field(default_factory=list)
     stage: str = ""
+    _row_ids: list[int] | torch.Tensor = field(default_factory=list, repr=False)
+
+    @property
+    def tracker_row_seq_ids(self) -> list[int]:
+        """Sequence id per tracker query row; a device tensor set by the tracker is read (once)
+        only when someone asks."""
+        if isinstance(self._row_ids, torch.Tensor):
+            self._row_ids = self._row_ids.tolist()
+        return self._row_ids
+
+    @tracker_row_seq_ids.setter
+    def tracker_row_seq_ids(self, ids: list[int]) -> None:
+        self._row_ids = ids
+
+    def set_tracker_rows(self, ids: torch.Tensor) -> None:
+        """The tracker's row ids as a tensor on the model's device (no host read here)."""
+        self._row_ids = ids
 
     def reset(self, video_id: object = None, num_frames: int = 0) -> None:
         """Start a new video."""
@@ -116,7 +132,7 @@ class CaptureContext:
         self.window_index = -1
         self.frame_start = self.frame_end = 0
         self.tracker_frame = -1
-        self.tracker_row_seq_ids = []
+        self._row_ids = []
         self.stage = ""
 
 

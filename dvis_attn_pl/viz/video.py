@@ -33,6 +33,7 @@ __all__ = [
     "write_mp4",
 ]
 
+X264_PRESET = "veryfast"  # ~3x faster encoding than x264's default "medium" at the same quality setting
 _STRIP_BG = np.array((28, 28, 28), np.uint8)
 _STRIP_GT = np.array((52, 78, 58), np.uint8)
 _STRIP_BAR = np.array((150, 150, 150), np.uint8)
@@ -56,21 +57,30 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(path), size)
 
 
+def _erode_axis(x: np.ndarray, r: int, axis: int) -> np.ndarray:
+    """Erosion of a bool array along ``axis`` by a segment of ``2 * r + 1`` (outside = False)."""
+    n = x.shape[axis]
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (r, r)
+    padded = np.pad(x, pad)
+    out = padded.take(np.arange(n), axis=axis)
+    for k in range(1, 2 * r + 1):
+        out &= np.take(padded, np.arange(k, k + n), axis=axis)
+    return out
+
+
 def mask_outlines(masks, thickness: int = 2) -> np.ndarray:
     """Inner outlines of boolean masks (..., H, W): mask minus its erosion by a square of side
-    ``2 * thickness + 1`` (one max-pool over all masks)."""
-    m = torch.as_tensor(np.asarray(masks, dtype=bool))
+    ``2 * thickness + 1`` (separable: a row pass then a column pass of boolean ANDs; outside the
+    image counts as background)."""
+    m = np.asarray(masks, dtype=bool)
     if m.ndim < 2:
-        raise ValueError(f"masks must be (..., H, W), got shape {tuple(m.shape)}")
-    lead, (h, w) = m.shape[:-2], m.shape[-2:]
-    x = m.reshape(-1, 1, h, w).float()
+        raise ValueError(f"masks must be (..., H, W), got shape {m.shape}")
     r = int(thickness)
     if r < 1:
         raise ValueError(f"outline thickness must be >= 1, got {thickness}")
-    # erosion = not(dilation of the background); outside the image counts as background
-    background = F.pad(1.0 - x, (r, r, r, r), value=1.0)
-    eroded = F.max_pool2d(background, 2 * r + 1, stride=1) < 0.5
-    return (x.bool() & ~eroded).reshape(*lead, h, w).numpy()
+    eroded = _erode_axis(_erode_axis(m, r, m.ndim - 1), r, m.ndim - 2)
+    return m & ~eroded
 
 
 def importance_strip(
@@ -308,6 +318,7 @@ def write_mp4(
                 writer = imageio_ffmpeg.write_frames(
                     str(tmp), (chunk.shape[2], chunk.shape[1]), fps=fps, quality=quality, codec="libx264",
                     pix_fmt_out="yuv420p", macro_block_size=2, ffmpeg_log_level="error",
+                    output_params=["-preset", X264_PRESET],
                 )
                 writer.send(None)
             for frame in chunk:  # the encoder takes one frame per send

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..capture import CaptureContext
 from ..layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
-from .sequence import FrameUpdate, SequenceMemory
+from .sequence import AUTO, FrameUpdate, SequenceMemory
 from .slot_attention import SlotCrossAttentionLayer
 
 Probe = Callable[[str, int, dict[str, torch.Tensor]], None]
@@ -149,7 +149,7 @@ class VideoInstanceCutter(nn.Module):
         self.capture_context: CaptureContext | None = None
         self.probe: Probe | None = None  # debugging/test tap: probe(name, frame, tensors)
         self.always_run_slot_branch = False
-        self.row_history: list[tuple[int, list[int]]] = []
+        self._rows: list[tuple[int, torch.Tensor]] = []  # per frame: sequence id per row, device
 
     # ------------------------------------------------------------------ public API
     @property
@@ -157,18 +157,32 @@ class VideoInstanceCutter(nn.Module):
         return self.settings.num_new_ins
 
     def set_store_device(self, device) -> None:
-        """Where per-frame sequence masks are kept (default: host memory, like the official)."""
-        self.memory.store_device = torch.device(device)
+        """Where per-frame sequence masks are kept: ``"auto"`` (default: on the model's device while
+        they fit, see :class:`MaskStore`), ``"cpu"`` (like the official) or a device."""
+        self.memory.store_device = device if str(device) == AUTO else torch.device(device)
+
+    @property
+    def row_history(self) -> list[tuple[int, list[int]]]:
+        """Per tracked frame: ``(frame, sequence id of each query row)``, read from the device in one
+        copy."""
+        if not self._rows:
+            return []
+        flat = torch.cat([ids for _, ids in self._rows]).tolist()
+        out, at = [], 0
+        for frame, ids in self._rows:
+            out.append((frame, flat[at : at + ids.numel()]))
+            at += ids.numel()
+        return out
 
     def reset(self) -> None:
         """Forget every sequence (the official ``_clear_memory``)."""
         self.memory.reset()
-        self.row_history = []
+        self._rows = []
 
     def end_call(self) -> None:
         """After a video's result was read: drop per-frame records, keep live sequences (``keep``)."""
         self.memory.end_call()
-        self.row_history = []
+        self._rows = []
 
     def forward(self, window: TrackerWindow, start_frame: int, resume: bool = False) -> None:
         """Same as :meth:`inference`."""
@@ -240,11 +254,11 @@ class VideoInstanceCutter(nn.Module):
         masks = torch.einsum("lqc,chw->lqhw", self.mask_embed(normed), mask_features)
         return logits, masks
 
-    def _set_context(self, frame: int, row_ids: list[int]) -> None:
+    def _set_context(self, frame: int, row_ids: torch.Tensor) -> None:
         ctx = self.capture_context
         if ctx is not None:
             ctx.tracker_frame = frame
-            ctx.tracker_row_seq_ids = row_ids
+            ctx.set_tracker_rows(row_ids)  # read from the device only if a capture asks for it
             ctx.stage = "tracker"
 
     # ------------------------------------------------------------------ the frame loop
@@ -256,6 +270,7 @@ class VideoInstanceCutter(nn.Module):
             if first:
                 self.reset()
             self._track_frame(window, i, proj[i], start_frame + i, first, offline_mode)
+        self.memory.end_window()
 
     def _track_frame(
         self, window: TrackerWindow, i: int, proj: torch.Tensor, frame: int, first: bool, offline_mode: bool
@@ -268,7 +283,7 @@ class VideoInstanceCutter(nn.Module):
         )  # official offline mode decodes the last layer only
         slot_logits = None
         if first:
-            self._set_context(frame, [-1] * frame_embeds.shape[0])
+            self._set_context(frame, torch.full((frame_embeds.shape[0],), -1, device=frame_embeds.device))
             out = frame_embeds
             layers_out = [out]
             for j in range(s.num_layers):
@@ -283,7 +298,8 @@ class VideoInstanceCutter(nn.Module):
             if offline_mode and s.fish_compat:  # the fork caps the track queries at 200 - NUM_NEW_INS
                 track_q, track_pos = track_q[: 200 - s.num_new_ins], track_pos[: 200 - s.num_new_ins]
             num_tracks = track_q.shape[0]
-            self._set_context(frame, self.memory.live_ids[:num_tracks] + [-1] * s.num_new_ins)
+            anchor_ids = torch.full((s.num_new_ins,), -1, device=frame_embeds.device)
+            self._set_context(frame, torch.cat([self.memory.live[:num_tracks], anchor_ids]))
             frame_pos, pooled = self.get_mask_pos_embed(window.seg_masks[i], raw)
             self._emit(
                 "get_mask_pos_embed.frame_queries_pos",
@@ -334,7 +350,7 @@ class VideoInstanceCutter(nn.Module):
                 frame=frame, outputs=last, logits=logits, masks=masks, positions=positions, valid=valid
             )
         )
-        self.row_history.append((frame, row_ids))
+        self._rows.append((frame, row_ids))
         if self.probe is not None:
             ref = frame_embeds
             self._emit(
