@@ -86,7 +86,7 @@ def resolve_data(args) -> tuple[Path, Path]:
     return root / "valid.json", root / "JPEGImages"
 
 
-def build_weighted_model(cfg, ckpt: str | None, trust: bool):
+def build_weighted_model(cfg, ckpt: str | None, trust: bool, config_file: Path | str = "the model config"):
     """Build the model; load ``ckpt`` strictly, or seed the random weights so every rank agrees."""
     import torch
 
@@ -99,7 +99,11 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool):
         return build_detectron2_model(None, ckpt=ckpt, trust=trust, cfg=cfg)
     stored = read_checkpoint(ckpt, trust=trust) if ckpt else None  # a broken file fails before the build
     torch.manual_seed(int(cfg.SEED) if int(cfg.SEED) >= 0 else 0)
-    model = build_model(cfg)
+    try:
+        model = build_model(cfg)
+    except (ValueError, KeyError, TypeError, AssertionError, RuntimeError) as exc:
+        # the config is the build's only input: a value the checks up front did not foresee
+        raise UserError(f"{config_file}: the model cannot be built from this config ({type(exc).__name__}: {exc})") from None
     if stored is not None:
         load_state_strict(model, *stored, ckpt)
     return model
@@ -127,6 +131,7 @@ def build_trainer(args, run_dir: Path, callbacks: list):
     import lightning as L
 
     quiet_lightning()
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.loggers import TensorBoardLogger
 
     try:
@@ -143,7 +148,7 @@ def build_trainer(args, run_dir: Path, callbacks: list):
             enable_model_summary=False,
             inference_mode=True,
         )
-    except (ValueError, TypeError, RuntimeError, ImportError) as exc:  # MisconfigurationException is one
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as exc:
         raise UserError(f"{_hardware_flags(args)}: {exc}") from None
     check_multi_node_launcher(trainer, args.num_nodes)
     # Lightning's SIGTERM handler only notes the signal (and runs a collective inside the handler,
@@ -270,7 +275,7 @@ def execute(args, command: str) -> int:
 
         callbacks += build_capture_callbacks(args.capture, run_dir)
     trainer = build_trainer(args, run_dir, callbacks)  # refuses hardware flags Lightning cannot use
-    model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint)
+    model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint, config_file)
 
     from .data.datamodule import YTVISDataModule
     from .data.dataset import YTVISVideoDataset

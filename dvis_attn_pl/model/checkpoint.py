@@ -110,6 +110,9 @@ def _torch_load(path: Path, trust: bool) -> object:
             if f.read(4) == b"PK\x03\x04":
                 raise _fail(path, "is truncated or corrupt (a zip archive without its central directory)")
     try:
+        if path.name.lower().endswith(".safetensors"):  # torch.load would pick its reader by the name
+            with open(path, "rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=not trust)
         return torch.load(path, map_location="cpu", weights_only=not trust, mmap=mmap)
     except pickle.UnpicklingError as exc:
         inner = exc.__context__ if isinstance(exc.__context__, pickle.UnpicklingError) else exc
