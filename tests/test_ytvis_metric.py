@@ -26,6 +26,7 @@ from dvis_attn_pl.metrics import (
 from dvis_attn_pl.metrics.ytvis_eval import REC_THRS, build_tables, summary_lines
 from dvis_attn_pl.metrics.ytvis_io import load_ground_truth, load_results
 from dvis_attn_pl.metrics.ytvis_metric import ground_truth_items
+from tests.shared_data import require_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT.parent / "shared" / "ytvis_vectors"
@@ -123,8 +124,7 @@ def test_official_per_category_arrays(case):
 
 
 def test_vectors_present():
-    if not VECTORS.is_dir():
-        pytest.skip("shared/ytvis_vectors not present")
+    require_shared(VECTORS, "official metric vectors (shared/ytvis_vectors)")
     assert len(vector_cases()) >= 25
 
 
