@@ -10,6 +10,14 @@ import pytest
 from tests.shared_data import MISSING, REQUIRE_ENV, require_shared
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs_shared(path, what): needs reference data in ../shared (skipped loudly, or failed under "
+        f"{REQUIRE_ENV}=1)",
+    )
+
+
 def pytest_runtest_setup(item) -> None:
     for mark in item.iter_markers("needs_shared"):
         require_shared(mark.kwargs["path"], mark.kwargs["what"])
