@@ -21,8 +21,8 @@ from dvis_attn_pl import build_model, load_checkpoint, load_config
 from dvis_attn_pl.config import config_path
 from dvis_attn_pl.data.transforms import ShortestEdgeResize
 from tests.golden import SHARED, golden_case
-from tests.shared_data import require_shared
 from tests.rss import peak_mib, reset_peak, rss_mib
+from tests.shared_data import require_shared
 from tests.vis_output import check_vis_output, smooth_frames
 
 OFFICIAL = SHARED / "official_configs"
