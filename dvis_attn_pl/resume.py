@@ -106,7 +106,7 @@ def check_resumable(run_dir: Path, fingerprint: dict) -> bool:
             raise UserError(
                 f"{run_dir}: holds results but no {RUN_FILE}, so it cannot be resumed safely; choose another --out"
             )
-        if run_dir.is_dir() and any(run_dir.iterdir()):
+        if run_dir.is_dir() and any(not _left_by_a_start(p.name) for p in run_dir.iterdir()):
             raise UserError(
                 f"{run_dir}: is not empty and not a run directory (no {RUN_FILE}); a run writes into a new or "
                 "empty folder, or resumes its own: choose another --out"
@@ -122,6 +122,14 @@ def check_resumable(run_dir: Path, fingerprint: dict) -> bool:
         f"{run_dir}: holds a different run ({', '.join(differs)} differ{'s' if len(differs) == 1 else ''}); "
         "to resume it, repeat its command; otherwise choose another --out"
     )
+
+
+PROBE_FILE = ".write_probe"  # written and removed by runner.make_run_dir
+
+
+def _left_by_a_start(name: str) -> bool:
+    """What a start killed before writing ``run.json`` may leave in a new run directory."""
+    return name == PROBE_FILE or is_own_temporary(name)
 
 
 def start_run(run_dir: Path, fingerprint: dict, command: str, argv: list[str]) -> None:

@@ -47,9 +47,11 @@ def run_dir_path(out: str | None, command: str) -> Path:
 
 def make_run_dir(path: Path) -> Path:
     """Create the run directory ``path`` and make sure files can be written in it."""
+    from .resume import PROBE_FILE
+
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
+        probe = path / PROBE_FILE
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

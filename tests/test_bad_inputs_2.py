@@ -492,3 +492,17 @@ def test_predict_of_a_pipe_reads_it_once(data_set, tmp_path):
 
     assert data.sha256 == hashlib.sha256(raw).hexdigest() and data.document == json.loads(raw)
     assert [v.id for v in data.videos] == [1, 2]
+
+
+def test_a_start_killed_before_run_json_leaves_a_folder_that_is_still_usable(tmp_path):
+    """Only what a killed start itself leaves (the write probe, its own temporary files) is ignored
+    when deciding whether --out is a user's folder."""
+    from dvis_attn_pl.errors import UserError
+    from dvis_attn_pl.resume import PROBE_FILE, check_resumable
+
+    (tmp_path / PROBE_FILE).write_text("")
+    (tmp_path / ".run.json.abcdefgh.dvis.tmp").write_text("{")
+    assert check_resumable(tmp_path, {"command": "predict"}) is False
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a run directory"):
+        check_resumable(tmp_path, {"command": "predict"})
