@@ -105,7 +105,8 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool, config_file: Path |
         model = build_model(cfg)
     except (ValueError, KeyError, TypeError, AssertionError, RuntimeError) as exc:
         # the config is the build's only input: a value the checks up front did not foresee
-        raise UserError(f"{config_file}: the model cannot be built from this config ({type(exc).__name__}: {exc})") from None
+        problem = f"{type(exc).__name__}: {exc}"
+        raise UserError(f"{config_file}: the model cannot be built from this config ({problem})") from None
     if stored is not None:
         load_state_strict(model, *stored, ckpt)
     return model
