@@ -295,9 +295,11 @@ def _check_overrides(args: argparse.Namespace) -> None:
 def _validate_config(args: argparse.Namespace) -> None:
     """Load the model config with its overrides now, so a bad key fails before any heavy work."""
     if args.model_config and args.model_source == "native":
-        from .config import load_config
+        from .config import check_values, load_config
 
-        load_config(args.model_config, overrides=list(args.opts or []))
+        opts = list(args.opts or [])
+        cfg = load_config(args.model_config, overrides=opts)
+        check_values(cfg, f"{args.model_config} (+ overrides)" if opts else args.model_config)
 
 
 def _weights_override(args: argparse.Namespace) -> None:

@@ -61,7 +61,7 @@ def make_run_dir(path: Path) -> Path:
 
 def resolve_config(args):
     """The model config: ``--model-config`` (+ trailing overrides) or the embedded tiny CPU config."""
-    from .config import config_path, load_config
+    from .config import check_values, config_path, load_config
 
     if getattr(args, "model_source", "native") == "detectron2":  # the user's own code via detectron2
         from .model.detectron2_source import load_detectron2_config
@@ -73,7 +73,10 @@ def resolve_config(args):
     path = Path(args.model_config) if args.model_config else config_path("tiny_cpu")
     if args.ckpt and not args.model_config:
         raise UserError(f"{args.ckpt}: a checkpoint needs its model config: pass --model-config")
-    return load_config(path, overrides=list(args.opts or [])), path
+    opts = list(args.opts or [])
+    cfg = load_config(path, overrides=opts)
+    check_values(cfg, f"{path} (+ overrides)" if opts else path)
+    return cfg, path
 
 
 def resolve_data(args) -> tuple[Path, Path]:

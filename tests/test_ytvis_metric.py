@@ -378,7 +378,6 @@ def _mutated(change):
             lambda g, r: r[0]["segmentations"].__setitem__(0, [[0, 0, 4, 0, 4, 4]]),
             "polygons are not accepted in results",
         ),
-        (lambda g, r: g["annotations"][0].pop("iscrowd"), "annotations\\[0\\]: missing 'iscrowd'"),
         (lambda g, r: g["annotations"][0].pop("areas"), "annotations\\[0\\]: missing 'areas'"),
         (lambda g, r: g["annotations"][0].update(id=0), "annotation id 0 is not allowed"),
         (lambda g, r: g["annotations"].append(dict(g["annotations"][0])), "duplicate annotation id 1"),
@@ -405,6 +404,17 @@ def test_bad_inputs_are_one_line_value_errors(change, phrase):
         evaluate_ytvis(gt, res)
     assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
     assert str(info.value).startswith("<memory>: ")
+
+
+def test_missing_iscrowd_means_not_crowd():
+    """As the official evaluator reads it ('iscrowd' in gt and gt['iscrowd']), and as test reads --data."""
+    gt, res = good_case()
+    without = json.loads(json.dumps(gt))
+    for ann in without["annotations"]:
+        ann.pop("iscrowd", None)
+    for ann in gt["annotations"]:
+        ann["iscrowd"] = 0
+    assert evaluate_ytvis(without, res) == evaluate_ytvis(gt, res)
 
 
 def test_file_errors_name_the_file(tmp_path):

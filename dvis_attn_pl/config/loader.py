@@ -346,7 +346,6 @@ def resolve_derived(
             f"must be one of {', '.join(COMPAT_CHOICES)}, got {cfg.MODEL.COMPAT!r}", path=source, key=_COMPAT_KEY
         )
     _resolve_vit_sizes(cfg, source)
-    check_values(cfg, source)
     return cfg
 
 
@@ -386,7 +385,10 @@ def _get(cfg: CfgNode, dotted: str) -> Any:
 
 def check_values(cfg: CfgNode, source: str | Path | None = None) -> None:
     """Refuse values that cannot work (a negative count, a head count that does not divide the width,
-    a pixel mean that is not one value per RGB channel) before any model is built or file written."""
+    a pixel mean that is not one value per RGB channel) before any model is built or file written.
+
+    The command line calls it on the model config of a run; :func:`load_config` itself does not, so
+    a config can still be loaded and inspected whatever its values."""
     for key, low in _MINIMUM:
         value = _get(cfg, key)
         if isinstance(value, int) and not isinstance(value, bool) and value < low:
