@@ -288,6 +288,10 @@ CASES: dict[str, Case] = {
     "zero max size": _opts("INPUT.MAX_SIZE_TEST", "0", expect=("INPUT.MAX_SIZE_TEST",)),
     "window size 0": _opts("MODEL.MASK_FORMER.TEST.WINDOW_SIZE", "0", expect=("WINDOW_SIZE", ">= 1")),
     "negative class count": _opts("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "-1", expect=("NUM_CLASSES",)),
+    "frame format XYZ": _opts("INPUT.FORMAT", "XYZ", expect=("INPUT.FORMAT", "RGB, BGR")),
+    "tracker asks more new instances than queries": _opts(
+        "MODEL.VIDEO_HEAD.NUM_NEW_INS", "20", expect=("tiny_cpu.yaml", "NUM_NEW_INS (20)")
+    ),
     "zero decoder layers": _opts("MODEL.MASK_FORMER.DEC_LAYERS", "0", expect=("DEC_LAYERS",)),
     # 7. checkpoints
     "checkpoint with a NaN weight": _ckpt(_nan_weight, "NaN or infinite", "entry '"),
@@ -506,3 +510,10 @@ def test_a_start_killed_before_run_json_leaves_a_folder_that_is_still_usable(tmp
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not a run directory"):
         check_resumable(tmp_path, {"command": "predict"})
+
+
+def test_config_rules_know_the_frame_formats_the_transform_knows():
+    from dvis_attn_pl.config.loader import FRAME_FORMATS
+    from dvis_attn_pl.data.transforms import SUPPORTED_FORMATS
+
+    assert FRAME_FORMATS == SUPPORTED_FORMATS

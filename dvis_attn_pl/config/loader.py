@@ -349,6 +349,7 @@ def resolve_derived(
     return cfg
 
 
+FRAME_FORMATS = ("RGB", "BGR")  # = data.transforms.SUPPORTED_FORMATS (this module does not import torch)
 # (key, smallest value): sizes and counts the model cannot be built or run with below that
 _MINIMUM = (
     ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1),
@@ -401,6 +402,8 @@ def check_values(cfg: CfgNode, source: str | Path | None = None) -> None:
         value = list(_get(cfg, key))
         if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
             raise ConfigError(f"must be 3 numbers (one per RGB channel), got {_short(value)}", path=source, key=key)
+    if cfg.INPUT.FORMAT not in FRAME_FORMATS:
+        raise ConfigError(f"must be one of {', '.join(FRAME_FORMATS)}, got {cfg.INPUT.FORMAT!r}", path=source, key="INPUT.FORMAT")
     if min(cfg.MODEL.PIXEL_STD) <= 0:
         raise ConfigError(f"must be > 0, got {list(cfg.MODEL.PIXEL_STD)}", path=source, key="MODEL.PIXEL_STD")
 
