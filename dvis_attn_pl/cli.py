@@ -29,6 +29,9 @@ COMMANDS = ("test", "predict", "evaluate", "analyze", "fit")
 CAPTURE_PRESETS = ("none", "temporal", "decoder", "all")
 MODEL_SOURCES = ("native", "detectron2")
 DEFAULT_MODEL_CONFIG = "tiny_fish"
+# the model runs in float32, optionally under autocast: "true" half/double precisions cast the
+# weights but not the frames, and fail mid-run
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")
 
 # (attribute, what it must be): paths checked before a command starts.
 _PATH_ARGS = (
@@ -264,7 +267,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--accelerator", default="auto", help="cpu, gpu, cuda, mps or auto (default)")
     hw.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp; default auto")
     hw.add_argument(
-        "--precision", default="32-true",
+        "--precision", default="32-true", choices=PRECISIONS, metavar="PRECISION",
         help="Lightning precision: 32-true (default), 16-mixed (like the official fp16 autocast eval), bf16-mixed",
     )
     hw.add_argument("--num-nodes", metavar="N", type=_positive_int, default=1, help="number of nodes (default 1)")
@@ -408,15 +411,36 @@ def _check_overrides(args: argparse.Namespace) -> None:
 def _validate_config(args: argparse.Namespace) -> None:
     """Load the model config with its overrides now, so a bad key fails before any heavy work."""
     if args.model_config and args.model_source == "native":
-        from .config import load_config
+        from .config import check_values, load_config
 
-        load_config(args.model_config, overrides=list(args.opts or []))
+        opts = list(args.opts or [])
+        cfg = load_config(args.model_config, overrides=opts)
+        check_values(cfg, f"{args.model_config} (+ overrides)" if opts else args.model_config)
+
+
+def _weights_override(args: argparse.Namespace) -> None:
+    """A trailing ``MODEL.WEIGHTS PATH`` (the official tools' way to name the checkpoint) is the
+    checkpoint: it is loaded as ``--ckpt`` would be, so the run's config.yaml tells the truth. With a
+    different ``--ckpt`` as well, which one is meant is unclear: refused."""
+    opts = list(args.opts or [])
+    given = [opts[i + 1] for i in range(0, len(opts) - 1, 2) if opts[i] == "MODEL.WEIGHTS" and opts[i + 1]]
+    if not given:
+        return
+    weights = given[-1]
+    if args.ckpt and os.path.abspath(args.ckpt) != os.path.abspath(weights):
+        raise _UsageError(
+            f"{PROG} {args.command}: error: MODEL.WEIGHTS {weights} and --ckpt {args.ckpt} name different "
+            "checkpoints; give one"
+        )
+    args.ckpt = weights
 
 
 def _prepare(args: argparse.Namespace) -> None:
     if args.command in ("test", "predict", "fit"):
         _check_overrides(args)
     if args.command in ("test", "predict"):
+        if args.model_source == "native":
+            _weights_override(args)
         _resolve_model_config(args)
     if args.command == "fit" and args.model_config:
         _resolve_model_config(args)

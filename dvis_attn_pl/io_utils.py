@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import stat
 import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -20,6 +21,16 @@ def _default_file_mode() -> int:
 
 _FILE_MODE = _default_file_mode()
 
+# Temporary names the tool gives its files while writing them: ".<name>.<random>.dvis.tmp" (atomic
+# writes) and ".<stem>.<pid>.<hex>.dvis.tmp.mp4" (videos). Only names of this form are ever removed.
+TMP_SUFFIX = ".dvis.tmp"
+_OWN_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.dvis\.tmp$|^\..+\.\d+\.[0-9a-f]{12}\.dvis\.tmp\.mp4$")
+
+
+def is_own_temporary(name: str) -> bool:
+    """True for a file name this tool gives a file while writing it (see ``TMP_SUFFIX``)."""
+    return _OWN_TEMPORARY.match(name) is not None
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
@@ -28,7 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp creates 0600; give the usual umask-based permissions
         with os.fdopen(fd, "wb") as f:

@@ -10,6 +10,7 @@ the file; a frame that only fails when decoded still fails later, naming the fra
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .data.frame_files import check_frame_size, read_frame_size, resolve_frame_path
@@ -18,6 +19,7 @@ from .errors import UserError
 
 __all__ = [
     "check_frames",
+    "check_ground_truth",
     "check_inputs",
     "check_run_dir_creatable",
     "first_process_of_node",
@@ -28,8 +30,6 @@ __all__ = [
 
 def select_videos(data: YTVISData, keep_ids) -> YTVISData:
     """``data`` restricted to the videos in ``keep_ids`` (and their annotations), order kept."""
-    from dataclasses import replace
-
     keep = set(keep_ids)
     videos = tuple(v for v in data.videos if v.id in keep)
     anns = None if data.annotations is None else tuple(a for a in data.annotations if a.video_id in keep)
@@ -42,6 +42,17 @@ def load_data(data_json: Path, max_videos: int | None) -> YTVISData:
     if max_videos:
         data = select_videos(data, [v.id for v in data.videos[:max_videos]])
     return data
+
+
+def check_ground_truth(data: YTVISData) -> None:
+    """The verdict of the metric's (and ``evaluate``'s) ground-truth reader on the json already read:
+    a file ``test`` accepts is one the metric can score, refused before anything runs."""
+    from .metrics.ytvis_io import YTVISInputError, load_ground_truth
+
+    try:
+        load_ground_truth(data.document, source=data.source)
+    except YTVISInputError as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_frames(data: YTVISData, frames_root: Path) -> None:
@@ -104,8 +115,12 @@ def check_inputs(
             f"{data_json}: the dataset has {k_data} categories but the model has "
             f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {k_model}"
         )
-    if command == "test" and not data.has_annotations:
-        raise UserError(f"{data_json}: has no annotations; use 'predict' for unlabelled videos")
+    if command == "test":
+        if not data.has_annotations:
+            raise UserError(f"{data_json}: has no annotations; use 'predict' for unlabelled videos")
+        check_ground_truth(data)
+    else:  # predict reads no annotation field: what it does not use cannot stop it
+        data = replace(data, annotations=None)
     if frames:
         check_frames(data, frames_root)
     return data

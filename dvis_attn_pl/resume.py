@@ -14,8 +14,9 @@ same ``--out``:
 - complete videos are skipped; their stored records still enter the metric, so the final
   ``results.json``, ``metrics.json`` and attention manifest equal those of an uninterrupted run.
 
-Leftover temporary files of a killed writer (``.<name>.<random>.tmp``, ``.tmp.mp4``) are removed
-at the start.
+Leftover temporary files of a killed writer are removed at the start: only names of the form this
+tool gives them (``io_utils.is_own_temporary``), never any other file. A non-empty folder without
+``run.json`` is not a run directory and is refused, so a run never touches files it did not write.
 The number of processes may change between the two starts.
 """
 
@@ -27,7 +28,7 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .io_utils import atomic_write_json, path_escape, safe_name
+from .io_utils import atomic_write_json, is_own_temporary, path_escape, safe_name
 
 RUN_FILE = "run.json"
 PARTS_DIR = Path("inference") / "parts"
@@ -58,8 +59,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def run_fingerprint(command: str, cfg, args, data_json: Path, frames_root: Path) -> dict:
-    """What decides a run's outputs; two starts with equal fingerprints write the same files."""
+def _stable_path(path: Path) -> str:
+    """The absolute path of a regular file with links resolved; for a pipe (``--data <(...)``) the
+    name as given, since its link target changes with every start."""
+    path = Path(path)
+    return str(path.resolve()) if path.is_file() else str(path.absolute())
+
+
+def run_fingerprint(
+    command: str, cfg, args, data_json: Path, frames_root: Path, data_sha256: str | None = None
+) -> dict:
+    """What decides a run's outputs; two starts with equal fingerprints write the same files.
+    ``data_sha256``: of the data json's bytes as read once (``--data`` may be a pipe)."""
     from . import __version__
 
     return {
@@ -67,7 +78,7 @@ def run_fingerprint(command: str, cfg, args, data_json: Path, frames_root: Path)
         "version": __version__,
         "config_sha256": hashlib.sha256(cfg.dump().encode("utf-8")).hexdigest(),
         "checkpoint": file_identity(args.ckpt) if args.ckpt else None,
-        "data": {"path": str(Path(data_json).resolve()), "sha256": file_sha256(data_json)},
+        "data": {"path": _stable_path(data_json), "sha256": data_sha256 or file_sha256(data_json)},
         "frames": str(Path(frames_root).resolve()),
         "max_videos": getattr(args, "max_videos", None),
         "capture": getattr(args, "capture", "none"),
@@ -95,6 +106,11 @@ def check_resumable(run_dir: Path, fingerprint: dict) -> bool:
             raise UserError(
                 f"{run_dir}: holds results but no {RUN_FILE}, so it cannot be resumed safely; choose another --out"
             )
+        if run_dir.is_dir() and any(not _left_by_a_start(p.name) for p in run_dir.iterdir()):
+            raise UserError(
+                f"{run_dir}: is not empty and not a run directory (no {RUN_FILE}); a run writes into a new or "
+                "empty folder, or resumes its own: choose another --out"
+            )
         return False
     old = info.get("fingerprint")
     if old == fingerprint:
@@ -108,6 +124,14 @@ def check_resumable(run_dir: Path, fingerprint: dict) -> bool:
     )
 
 
+PROBE_FILE = ".write_probe"  # written and removed by runner.make_run_dir
+
+
+def _left_by_a_start(name: str) -> bool:
+    """What a start killed before writing ``run.json`` may leave in a new run directory."""
+    return name == PROBE_FILE or is_own_temporary(name)
+
+
 def start_run(run_dir: Path, fingerprint: dict, command: str, argv: list[str]) -> None:
     """Write ``run.json`` with status ``running`` (kept by :func:`finish_run_file` at the end)."""
     atomic_write_json(
@@ -118,10 +142,11 @@ def start_run(run_dir: Path, fingerprint: dict, command: str, argv: list[str]) -
 
 
 def remove_temporary_files(run_dir: Path) -> int:
-    """Delete the temporary files a killed atomic writer left behind; returns how many."""
+    """Delete the temporary files a killed writer of this tool left behind (names of the tool's own
+    form only, see ``io_utils.is_own_temporary``); returns how many."""
     removed = 0
-    for path in [*run_dir.rglob(".*.tmp"), *run_dir.rglob(".*.tmp.mp4")]:
-        if path.is_file():
+    for path in run_dir.rglob(".*.dvis.tmp*"):
+        if is_own_temporary(path.name) and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -147,7 +172,7 @@ def completed_videos(run_dir: Path, video_ids: list, with_attention: bool) -> li
     done = []
     for vid in video_ids:
         name = safe_name(vid)
-        if not (run_dir / PARTS_DIR / f"{name}.json").is_file():
+        if _read_part_file(run_dir / PARTS_DIR / f"{name}.json") is None:  # missing or cut: redo the video
             continue
         if with_attention and not _attention_complete(run_dir / ATTENTION_DIR / f"video_{name}" / "manifest.json"):
             continue
@@ -155,9 +180,24 @@ def completed_videos(run_dir: Path, video_ids: list, with_attention: bool) -> li
     return done
 
 
+def _read_part_file(path: Path) -> dict | None:
+    """A result part, or None when it is missing or unreadable (e.g. cut short by a full disk or a
+    copy): such a video is not complete and runs again."""
+    try:
+        part = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    whole = isinstance(part, dict) and all(isinstance(part.get(k), list) for k in ("records", "temporal"))
+    return part if whole and "dimensions" in part else None
+
+
 def read_part(run_dir: Path, video_id) -> dict:
-    """The stored result part of a complete video."""
-    return json.loads((run_dir / PARTS_DIR / f"{safe_name(video_id)}.json").read_text())
+    """The stored result part of a complete video (see :func:`completed_videos`)."""
+    path = run_dir / PARTS_DIR / f"{safe_name(video_id)}.json"
+    part = _read_part_file(path)
+    if part is None:
+        raise UserError(f"{path}: result part is missing or unreadable; start the run again to redo the video")
+    return part
 
 
 def is_launching_process() -> bool:

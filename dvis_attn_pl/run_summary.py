@@ -52,7 +52,7 @@ def prefix_predictions(temporal: list[dict], video_k: dict[int, int]) -> list[di
 
 def decision_timing(gt: dict | None, temporal: list[dict], fractions=PREFIX_FRACTIONS) -> dict:
     """When decisions settle, and the AP when only the first fraction of each video is seen."""
-    lengths = {v["id"]: int(v["length"]) for v in gt["videos"]} if gt else {}
+    lengths = {v["id"]: _video_length(v) for v in gt["videos"]} if gt else {}
     settle = [
         rec["decision_settle_frame"] / max(1, len(rec["label_by_frame"]))
         for rec in temporal
@@ -76,6 +76,11 @@ def decision_timing(gt: dict | None, temporal: list[dict], fractions=PREFIX_FRAC
             ap[f"{int(round(f * 100))}%"] = None if stats is None else stats["AP"]
         summary["AP_after_fraction_of_frames"] = ap
     return summary
+
+
+def _video_length(video: dict) -> int:
+    """A json video's frame count: ``length``, or the number of its frame files (``length`` is optional)."""
+    return int(video["length"]) if video.get("length") is not None else len(video.get("file_names") or [])
 
 
 def _median(values: list[float]) -> float | None:
@@ -148,11 +153,10 @@ def finish_run(run_dir: Path, command: str, metric_results, data_json: Path, dat
     if command != "test":
         return
     temporal = json.loads((inference / "results_temporal.json").read_text())
-    gt = json.loads(Path(data_json).read_text())
-    if getattr(args, "max_videos", None):
-        keep = {v.id for v in data.videos}
-        gt = {**gt, "videos": [v for v in gt["videos"] if v["id"] in keep]}
-        gt["annotations"] = [a for a in gt.get("annotations", []) if a["video_id"] in keep]
+    gt = data.document  # as read (once) and checked before the run: --data may be a pipe
+    keep = {v.id for v in data.videos}
+    gt = {**gt, "videos": [v for v in gt["videos"] if v["id"] in keep]}
+    gt["annotations"] = [a for a in gt.get("annotations") or [] if a["video_id"] in keep]
     stats = {k: float(v) for k, v in metric_results.items() if k in STAT_NAMES}
     per_category = metric_results.get("per_category", {})
     metrics = {

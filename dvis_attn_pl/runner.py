@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data.ytvis_json import YTVISData
 from .errors import UserError
 from .preflight import check_inputs, check_run_dir_creatable, first_process_of_node, load_data, select_videos
 
@@ -46,9 +47,11 @@ def run_dir_path(out: str | None, command: str) -> Path:
 
 def make_run_dir(path: Path) -> Path:
     """Create the run directory ``path`` and make sure files can be written in it."""
+    from .resume import PROBE_FILE
+
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
+        probe = path / PROBE_FILE
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -58,7 +61,7 @@ def make_run_dir(path: Path) -> Path:
 
 def resolve_config(args):
     """The model config: ``--model-config`` (+ trailing overrides) or the embedded tiny CPU config."""
-    from .config import config_path, load_config
+    from .config import check_values, config_path, load_config
 
     if getattr(args, "model_source", "native") == "detectron2":  # the user's own code via detectron2
         from .model.detectron2_source import load_detectron2_config
@@ -70,7 +73,10 @@ def resolve_config(args):
     path = Path(args.model_config) if args.model_config else config_path("tiny_fish")
     if args.ckpt and not args.model_config:
         raise UserError(f"{args.ckpt}: a checkpoint needs its model config: pass --model-config")
-    return load_config(path, overrides=list(args.opts or [])), path
+    opts = list(args.opts or [])
+    cfg = load_config(path, overrides=opts)
+    check_values(cfg, f"{path} (+ overrides)" if opts else path)
+    return cfg, path
 
 
 def resolve_data(args) -> tuple[Path, Path]:
@@ -85,7 +91,7 @@ def resolve_data(args) -> tuple[Path, Path]:
     return root / "valid.json", root / "JPEGImages"
 
 
-def build_weighted_model(cfg, ckpt: str | None, trust: bool):
+def build_weighted_model(cfg, ckpt: str | None, trust: bool, config_file: Path | str = "the model config"):
     """Build the model; load ``ckpt`` strictly, or seed the random weights so every rank agrees."""
     import torch
 
@@ -98,7 +104,12 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool):
         return build_detectron2_model(None, ckpt=ckpt, trust=trust, cfg=cfg)
     stored = read_checkpoint(ckpt, trust=trust) if ckpt else None  # a broken file fails before the build
     torch.manual_seed(int(cfg.SEED) if int(cfg.SEED) >= 0 else 0)
-    model = build_model(cfg)
+    try:
+        model = build_model(cfg)
+    except (ValueError, KeyError, TypeError, AssertionError, RuntimeError) as exc:
+        # the config is the build's only input: a value the checks up front did not foresee
+        problem = f"{type(exc).__name__}: {exc}"
+        raise UserError(f"{config_file}: the model cannot be built from this config ({problem})") from None
     if stored is not None:
         load_state_strict(model, *stored, ckpt)
     return model
@@ -135,25 +146,32 @@ def quiet_lightning() -> None:
 
 
 def build_trainer(args, run_dir: Path, callbacks: list):
-    """A Lightning Trainer for inference from the hardware flags."""
+    """A Lightning Trainer for inference from the hardware flags; a combination Lightning refuses
+    (no GPU for ``--accelerator gpu``, an unknown strategy, ``--devices 0``) is a one-line UserError.
+    Nothing is written: the TensorBoard logger creates its folder on first use."""
     import lightning as L
 
     quiet_lightning()
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    trainer = L.Trainer(
-        accelerator=args.accelerator,
-        devices=args.devices if args.devices == "auto" else _parse_devices(args.devices),
-        strategy=args.strategy,
-        precision=args.precision,
-        num_nodes=args.num_nodes,
-        use_distributed_sampler=False,
-        logger=TensorBoardLogger(str(run_dir), name="", version="tensorboard", default_hp_metric=False),
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        inference_mode=True,
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=args.accelerator,
+            devices=args.devices if args.devices == "auto" else _parse_devices(args.devices),
+            strategy=args.strategy,
+            precision=args.precision,
+            num_nodes=args.num_nodes,
+            use_distributed_sampler=False,
+            logger=TensorBoardLogger(str(run_dir), name="", version="tensorboard", default_hp_metric=False),
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            inference_mode=True,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as exc:
+        raise UserError(f"{_hardware_flags(args)}: {exc}") from None
+    check_multi_node_launcher(trainer, args.num_nodes)
     # Lightning's SIGTERM handler only notes the signal (and runs a collective inside the handler,
     # which can hang a DDP job): an evaluation run keeps going. Ours (ddp_guard) stops it instead.
     connector = getattr(trainer, "_signal_connector", None)  # private: absent in some release, nothing to do
@@ -162,13 +180,41 @@ def build_trainer(args, run_dir: Path, callbacks: list):
     return trainer
 
 
+def _hardware_flags(args) -> str:
+    """The hardware flags as the user gave them, to name them in an error line."""
+    return (
+        f"--accelerator {args.accelerator} --devices {args.devices} --strategy {args.strategy} "
+        f"--precision {args.precision} --num-nodes {args.num_nodes}"
+    )
+
+
+_MULTI_NODE_ENV = ("MASTER_ADDR", "NODE_RANK", "GROUP_RANK")  # a user-set or torchrun rendezvous
+
+
+def check_multi_node_launcher(trainer, num_nodes: int) -> None:
+    """``--num-nodes > 1`` needs a launcher on every node (torchrun, SLURM's srun, or MASTER_ADDR and
+    NODE_RANK set by hand): without one, the job would wait forever for nodes that never come."""
+    if num_nodes <= 1:
+        return
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if type(env).__name__ == "LightningEnvironment" and not any(k in os.environ for k in _MULTI_NODE_ENV):
+        raise UserError(
+            f"--num-nodes {num_nodes}: no multi-node launcher found (torchrun, SLURM srun, or MASTER_ADDR "
+            "and NODE_RANK set on every node); start the command on each node through one"
+        )
+
+
 def _parse_devices(value: str):
-    if "," in value:
-        return [int(v) for v in value.split(",") if v.strip()]
     try:
-        return int(value)
+        if "," in value:
+            devices = [int(v) for v in value.split(",") if v.strip()]
+            if devices and min(devices) >= 0:
+                return devices
+        elif int(value) > 0 or int(value) == -1:
+            return int(value)
     except ValueError:
-        raise UserError(f"--devices {value!r}: expected a number, a list like 0,1, or auto") from None
+        pass
+    raise UserError(f"--devices {value!r}: expected a positive number, -1 (all), a list like 0,1, or auto")
 
 
 def build_dataset(data_json: Path, frames_root: Path, cfg, max_videos: int | None):
@@ -191,20 +237,20 @@ def ground_truth_item(dataset, index: int) -> dict:
     }
 
 
-def prepare_resume(run_dir: Path, command: str, cfg, args, data_json: Path, frames_root: Path, dataset) -> list:
-    """Check ``run_dir`` against this run, record the run's start, and return the complete video ids."""
-    from .resume import (
-        check_resumable,
-        completed_videos,
-        is_launching_process,
-        remove_temporary_files,
-        run_fingerprint,
-        start_run,
-    )
+def check_run_dir(run_dir: Path, command: str, cfg, args, data: YTVISData, data_json: Path, frames_root: Path):
+    """``(fingerprint, resuming)``: ``run_dir`` is new, empty, or an earlier start of this same run
+    (refused otherwise: a folder of the user's, or another run). Nothing is written."""
+    from .resume import check_resumable, run_fingerprint
 
-    fingerprint = run_fingerprint(command, cfg, args, data_json, frames_root)
-    resuming = check_resumable(run_dir, fingerprint)
-    done = completed_videos(run_dir, dataset.video_ids, args.capture != "none") if resuming else []
+    fingerprint = run_fingerprint(command, cfg, args, data_json, frames_root, data.sha256)
+    return fingerprint, check_resumable(run_dir, fingerprint)
+
+
+def prepare_resume(run_dir: Path, command: str, fingerprint: dict, resuming: bool, dataset, capture: bool) -> list:
+    """Record the run's start in the (created) ``run_dir`` and return the complete video ids."""
+    from .resume import completed_videos, is_launching_process, remove_temporary_files, start_run
+
+    done = completed_videos(run_dir, dataset.video_ids, capture) if resuming else []
     if is_launching_process():
         if resuming:
             remove_temporary_files(run_dir)
@@ -239,10 +285,18 @@ def execute(args, command: str) -> int:
     data = check_inputs(command, data_json, frames_root, cfg, args.max_videos, frames=first_process_of_node())
     run_dir = run_dir_path(args.out, command)
     check_run_dir_creatable(run_dir)
-    model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint)
+    fingerprint, resuming = check_run_dir(run_dir, command, cfg, args, data, data_json, frames_root)
 
     from callbacks import PredictionWriter
     from callbacks.progress import VideoProgressBar
+
+    callbacks = [PredictionWriter(run_dir), VideoProgressBar()]
+    if args.capture != "none":
+        from callbacks import build_capture_callbacks
+
+        callbacks += build_capture_callbacks(args.capture, run_dir)
+    trainer = build_trainer(args, run_dir, callbacks)  # refuses hardware flags Lightning cannot use
+    model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint, config_file)
 
     from .data.datamodule import YTVISDataModule, default_num_workers
     from .data.dataset import YTVISVideoDataset
@@ -252,8 +306,8 @@ def execute(args, command: str) -> int:
     eager = workers > 0  # worker processes decode whole videos ahead of the model; else window by window
     # every frame was checked up front (check_inputs) and is checked again as it is decoded
     dataset = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)
-    make_run_dir(run_dir)
-    done = prepare_resume(run_dir, command, cfg, args, data_json, frames_root, dataset)
+    make_run_dir(run_dir)  # the first byte written
+    done = prepare_resume(run_dir, command, fingerprint, resuming, dataset, args.capture != "none")
     log(weights_line(args, cfg))
     metric = None
     if command == "test":
@@ -267,12 +321,6 @@ def execute(args, command: str) -> int:
             select_videos(data, [v for v in dataset.video_ids if v not in set(done)]), frames_root, cfg,
             eager=eager, check_frames=False,
         )
-    callbacks = [PredictionWriter(run_dir), VideoProgressBar()]
-    if args.capture != "none":
-        from callbacks import build_capture_callbacks
-
-        callbacks += build_capture_callbacks(args.capture, run_dir)
-    trainer = build_trainer(args, run_dir, callbacks)
     log(
         f"{command}: {len(dataset)} videos on {trainer.world_size} x {trainer.strategy.root_device.type}, "
         f"precision {args.precision}, config {config_file}, run directory {run_dir}"

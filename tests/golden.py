@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.shared_data import SHARED, require_shared
+
 GOLDEN = SHARED / "golden"
 CASES = ("r50_online_tiny", "r50_offline_tiny", "vitadapter_offline_tiny")
 
@@ -100,8 +100,7 @@ class GoldenCase:
 def golden_case(name: str) -> GoldenCase:
     """The named case, or skip the test when ``../shared/golden`` is absent."""
     path = GOLDEN / name
-    if not path.is_dir():
-        pytest.skip(f"golden case {name} not found at {path}")
+    require_shared(path, f"golden case {name}")
     return GoldenCase(path)
 
 

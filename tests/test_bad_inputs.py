@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dvis_attn_pl.data.synthetic import write_synthetic_dataset
 from tests.cli_run import SMALL, cli_env, data_args, run_cli
 
 # "dvis_attn_pl: error: ..."; argparse-level errors name the subcommand: "dvis_attn_pl predict: error: ..."
@@ -36,25 +35,7 @@ RESULT_FILES = ("results.json", "results_temporal.json", "metrics.json", "image_
 
 
 # ---------------------------------------------------------------------------------- the inputs
-@pytest.fixture(scope="module")
-def data_set(tmp_path_factory) -> Path:
-    """Two synthetic videos of 3 frames, 64x96 (5 categories, as the tiny config)."""
-    root = tmp_path_factory.mktemp("bad_inputs") / "set"
-    return write_synthetic_dataset(root, num_videos=2, height=64, width=96, min_frames=3, max_frames=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_state() -> dict:
-    """The state dict of the default tiny model (configs/tiny_cpu.yaml), random weights."""
-    import torch
-
-    from dvis_attn_pl.config import config_path, load_config
-    from dvis_attn_pl.model.build import build_model
-
-    torch.manual_seed(0)
-    return build_model(load_config(config_path("tiny_cpu"))).state_dict()
-
-
+# (the data_set and tiny_state fixtures are in tests/conftest.py, shared with test_bad_inputs_2.py)
 @dataclass
 class Ctx:
     """What a case builds its bad input from: the good data set, a folder of its own, the run dir."""

@@ -19,6 +19,7 @@ from dvis_attn_pl.config import (
 )
 from dvis_attn_pl.config.defaults import PROJECT_KEYS
 from dvis_attn_pl.errors import UserError
+from tests.shared_data import needs_shared
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OFFICIAL = SHARED / "official_configs"
@@ -26,8 +27,8 @@ GOLDEN = SHARED / "golden"
 DAQ = OFFICIAL / "dvis_plus_DVIS_DAQ" / "configs"
 FISH_CAMERA = OFFICIAL / "fish-dvis" / "configs" / "DAQ_Fishway_config_camera.yaml"
 
-needs_official = pytest.mark.skipif(not OFFICIAL.is_dir(), reason="official configs not available")
-needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason="golden data not available")
+needs_official = needs_shared(OFFICIAL, "official configs")
+needs_golden = needs_shared(GOLDEN, "golden data")
 
 # Upstream bug: these files name `_BASE_: ../MinVIS_R50_720p.yaml`, which exists only under VSPW/.
 BROKEN_UPSTREAM = {"dvis_Plus/VIPSeg/vit_adapter/MinVIS_VitAdapterL.yaml"}
@@ -145,6 +146,12 @@ def test_default_keys_equal_the_official_key_set(case):
 
 # ---------------------------------------------------------------------------------------------
 # official and golden files
+
+
+@needs_official
+def test_official_configs_are_there():
+    """Without them the parametrised test below has no case at all (a silent skip): say so here."""
+    assert len(OFFICIAL_FILES) > 0
 
 
 @needs_official

@@ -17,6 +17,7 @@ from dvis_attn_pl.commands.evaluate import run_evaluate
 from dvis_attn_pl.errors import UserError
 from dvis_attn_pl.metrics import STAT_NAMES, evaluate_ytvis
 from dvis_attn_pl.metrics.ytvis_eval import summary_lines
+from tests.shared_data import require_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT.parent / "shared" / "ytvis_vectors"
@@ -154,8 +155,7 @@ def test_run_evaluate_raises_user_error(files):
 
 
 def test_module_entry_point_on_an_official_vector():
-    if not VECTORS.is_dir():
-        pytest.skip("shared/ytvis_vectors not present")
+    require_shared(VECTORS, "official metric vectors (shared/ytvis_vectors)")
     proc = subprocess.run(
         [sys.executable, "-m", "dvis_attn_pl", "evaluate", "--json",
          "--gt", str(VECTORS / "case_010_gt.json"), "--results", str(VECTORS / "case_010_pred.json")],

@@ -22,6 +22,7 @@ from dvis_attn_pl.config import config_path
 from dvis_attn_pl.data.transforms import ShortestEdgeResize
 from tests.golden import SHARED, golden_case
 from tests.rss import peak_mib, reset_peak, rss_mib
+from tests.shared_data import require_shared
 from tests.vis_output import check_vis_output, smooth_frames
 
 OFFICIAL = SHARED / "official_configs"
@@ -78,8 +79,7 @@ FISH_TINY = [
 
 
 def _existing(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
+    require_shared(path, "official config")
     return path
 
 

@@ -26,6 +26,7 @@ from dvis_attn_pl.metrics import (
 from dvis_attn_pl.metrics.ytvis_eval import REC_THRS, build_tables, summary_lines
 from dvis_attn_pl.metrics.ytvis_io import load_ground_truth, load_results
 from dvis_attn_pl.metrics.ytvis_metric import ground_truth_items
+from tests.shared_data import require_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT.parent / "shared" / "ytvis_vectors"
@@ -123,8 +124,7 @@ def test_official_per_category_arrays(case):
 
 
 def test_vectors_present():
-    if not VECTORS.is_dir():
-        pytest.skip("shared/ytvis_vectors not present")
+    require_shared(VECTORS, "official metric vectors (shared/ytvis_vectors)")
     assert len(vector_cases()) >= 25
 
 
@@ -378,7 +378,6 @@ def _mutated(change):
             lambda g, r: r[0]["segmentations"].__setitem__(0, [[0, 0, 4, 0, 4, 4]]),
             "polygons are not accepted in results",
         ),
-        (lambda g, r: g["annotations"][0].pop("iscrowd"), "annotations\\[0\\]: missing 'iscrowd'"),
         (lambda g, r: g["annotations"][0].pop("areas"), "annotations\\[0\\]: missing 'areas'"),
         (lambda g, r: g["annotations"][0].update(id=0), "annotation id 0 is not allowed"),
         (lambda g, r: g["annotations"].append(dict(g["annotations"][0])), "duplicate annotation id 1"),
@@ -405,6 +404,17 @@ def test_bad_inputs_are_one_line_value_errors(change, phrase):
         evaluate_ytvis(gt, res)
     assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
     assert str(info.value).startswith("<memory>: ")
+
+
+def test_missing_iscrowd_means_not_crowd():
+    """As the official evaluator reads it ('iscrowd' in gt and gt['iscrowd']), and as test reads --data."""
+    gt, res = good_case()
+    without = json.loads(json.dumps(gt))
+    for ann in without["annotations"]:
+        ann.pop("iscrowd", None)
+    for ann in gt["annotations"]:
+        ann["iscrowd"] = 0
+    assert evaluate_ytvis(without, res) == evaluate_ytvis(gt, res)
 
 
 def test_file_errors_name_the_file(tmp_path):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .defaults import COMPAT_CHOICES, VIT_PRESETS, get_default_config
-from .loader import load_config, merge_overrides, resolve_derived
+from .loader import check_values, load_config, merge_overrides, resolve_derived
 
 __all__ = [
+    "check_values",
     "COMPAT_CHOICES",
     "CONFIGS_DIR",
     "VIT_PRESETS",

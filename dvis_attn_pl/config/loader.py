@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -346,6 +347,65 @@ def resolve_derived(
         )
     _resolve_vit_sizes(cfg, source)
     return cfg
+
+
+FRAME_FORMATS = ("RGB", "BGR")  # = data.transforms.SUPPORTED_FORMATS (this module does not import torch)
+# (key, smallest value): sizes and counts the model cannot be built or run with below that
+_MINIMUM = (
+    ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1),
+    ("MODEL.SEM_SEG_HEAD.CONVS_DIM", 1),
+    ("MODEL.SEM_SEG_HEAD.MASK_DIM", 1),
+    ("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 1),
+    ("MODEL.MASK_FORMER.HIDDEN_DIM", 1),
+    ("MODEL.MASK_FORMER.NHEADS", 1),
+    ("MODEL.MASK_FORMER.DIM_FEEDFORWARD", 1),
+    ("MODEL.MASK_FORMER.DEC_LAYERS", 1),
+    ("MODEL.MASK_FORMER.TEST.WINDOW_SIZE", 1),
+    ("MODEL.MASK_FORMER.TEST.MAX_NUM", 1),
+    ("MODEL.TRACKER.DECODER_LAYERS", 0),
+    ("MODEL.REFINER.DECODER_LAYERS", 0),
+    ("MODEL.VIDEO_HEAD.NUM_NEW_INS", 0),
+    ("MODEL.VIDEO_HEAD.NUM_SLOTS", 0),
+    ("MODEL.VIDEO_HEAD.OFFLINE_TOPK_NUM", 1),
+    ("INPUT.MIN_SIZE_TEST", 0),
+    ("INPUT.MAX_SIZE_TEST", 1),
+)
+# (key, key whose value it must divide): attention splits a width into equal heads
+_DIVIDES = (
+    ("MODEL.MASK_FORMER.NHEADS", "MODEL.MASK_FORMER.HIDDEN_DIM"),
+    ("MODEL.MASK_FORMER.NHEADS", "MODEL.SEM_SEG_HEAD.CONVS_DIM"),
+)
+
+
+def _get(cfg: CfgNode, dotted: str) -> Any:
+    node = cfg
+    for name in dotted.split("."):
+        node = node[name]
+    return node
+
+
+def check_values(cfg: CfgNode, source: str | Path | None = None) -> None:
+    """Refuse values that cannot work (a negative count, a head count that does not divide the width,
+    a pixel mean that is not one value per RGB channel) before any model is built or file written.
+
+    The command line calls it on the model config of a run; :func:`load_config` itself does not, so
+    a config can still be loaded and inspected whatever its values."""
+    for key, low in _MINIMUM:
+        value = _get(cfg, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < low:
+            raise ConfigError(f"must be >= {low}, got {value}", path=source, key=key)
+    for key, width_key in _DIVIDES:
+        heads, width = _get(cfg, key), _get(cfg, width_key)
+        if heads >= 1 and width % heads:
+            raise ConfigError(f"{heads} heads do not divide {width_key} {width}", path=source, key=key)
+    for key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
+        value = list(_get(cfg, key))
+        if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
+            raise ConfigError(f"must be 3 numbers (one per RGB channel), got {_short(value)}", path=source, key=key)
+    if cfg.INPUT.FORMAT not in FRAME_FORMATS:
+        raise ConfigError(f"must be one of {', '.join(FRAME_FORMATS)}, got {cfg.INPUT.FORMAT!r}", path=source, key="INPUT.FORMAT")
+    if min(cfg.MODEL.PIXEL_STD) <= 0:
+        raise ConfigError(f"must be > 0, got {list(cfg.MODEL.PIXEL_STD)}", path=source, key="MODEL.PIXEL_STD")
 
 
 # --------------------------------------------------------------------------------------------

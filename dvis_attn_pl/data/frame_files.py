@@ -68,6 +68,8 @@ def read_frame_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as img:
             width, height = img.size
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Image.DecompressionBombError as exc:
+        raise FrameError(f"{path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise FrameError(f"{path}: cannot read frame header ({type(exc).__name__}: {exc})") from None
     if orientation in _SWAPS_AXES:

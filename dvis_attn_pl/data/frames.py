@@ -45,10 +45,23 @@ def read_frame(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
-            rgb = img.convert("RGB")
-            return np.asarray(rgb)
+            if img.mode in _WIDE_GRAY_MODES:
+                return _wide_gray_to_rgb(np.asarray(img))
+            return np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise FrameError(f"{path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise FrameError(f"{path}: cannot decode frame ({type(exc).__name__}: {exc})") from None
+
+
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grey PNG/TIFF (Pillow may say "I")
+
+
+def _wide_gray_to_rgb(values: np.ndarray) -> np.ndarray:
+    """A 16-bit grey image scaled (not clipped, as Pillow's ``convert`` does) to 8-bit RGB:
+    0..65535 -> 0..255, rounded."""
+    scaled = (np.clip(values.astype(np.int64), 0, 65535) * 255 + 32767) // 65535
+    return np.repeat(scaled.astype(np.uint8)[:, :, None], 3, axis=2)
 
 
 class FrameSource(Protocol):

@@ -14,8 +14,8 @@ segmentation entries are kept as given (RLE dict, polygon list or ``None``);
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +82,8 @@ class YTVISData:
     videos: tuple[VideoRecord, ...]
     categories: tuple[CategoryRecord, ...]
     annotations: tuple[AnnotationRecord, ...] | None
+    document: Any = field(default=None, compare=False, repr=False)  # the decoded json, as read once
+    sha256: str | None = field(default=None, compare=False, repr=False)  # of the bytes read
 
     @property
     def has_annotations(self) -> bool:
@@ -126,26 +128,39 @@ class YTVISData:
         }
 
 
-def load_ytvis_json(path: str | Path) -> YTVISData:
-    """Read and validate a YTVIS-format json file."""
+def read_json_document(path: str | Path) -> tuple[Any, str]:
+    """``(decoded json, sha256 of its bytes)`` of ``path``, read exactly once (``--data`` may be a pipe).
+
+    A UTF-8 byte-order mark is allowed, as ``json.loads(bytes)`` allows it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is allowed, as json.loads(bytes) does
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise YTVISFormatError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise YTVISFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise YTVISFormatError(
             f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
         ) from None
-    except OSError as exc:
-        raise YTVISFormatError(f"{path}: cannot read ({exc})") from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise YTVISFormatError(
             f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
-    return parse_ytvis(obj, source=str(path))
+    except RecursionError:
+        raise YTVISFormatError(f"{path}: not valid JSON (nested too deeply)") from None
+    return obj, hashlib.sha256(raw).hexdigest()
+
+
+def load_ytvis_json(path: str | Path) -> YTVISData:
+    """Read (once) and validate a YTVIS-format json file; the result keeps the decoded document."""
+    obj, digest = read_json_document(path)
+    data = parse_ytvis(obj, source=str(path))
+    return YTVISData(data.source, data.videos, data.categories, data.annotations, obj, digest)
 
 
 def parse_ytvis(obj: Any, source: str = "<memory>") -> YTVISData:
@@ -153,9 +168,7 @@ def parse_ytvis(obj: Any, source: str = "<memory>") -> YTVISData:
     return _Parser(source).parse(obj)
 
 
-def _is_whole(value: int | float) -> bool:
-    """An int, or a finite float without a fractional part (JSON allows NaN and Infinity)."""
-    return isinstance(value, int) or (math.isfinite(value) and value.is_integer())
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # ids and sizes are stored as 64-bit integers
 
 
 _VIDEO_KNOWN = {"id", "file_names", "height", "width", "length"}
@@ -178,9 +191,10 @@ class _Parser:
         return entry[key]
 
     def as_int(self, value: Any, where: str, key: str, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _is_whole(value):
+        if isinstance(value, bool) or not isinstance(value, int):  # 1.0 too: the evaluator takes ints only
             raise self.fail(where, f"field '{key}' must be an integer, got {value!r}")
-        value = int(value)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise self.fail(where, f"field '{key}' is {value}, outside the 64-bit integer range")
         if minimum is not None and value < minimum:
             raise self.fail(where, f"field '{key}' must be >= {minimum}, got {value}")
         return value

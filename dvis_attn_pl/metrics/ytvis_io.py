@@ -15,13 +15,15 @@ from __future__ import annotations
 import gc
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from ..data.rle import invalid_compressed_rles
 
 try:  # about twice as fast on YTVIS files (mostly RLE strings); the standard parser is the fallback
     import orjson
@@ -95,8 +97,9 @@ def _gc_paused():
             gc.enable()
 
 
-def read_json(obj, what: str):
-    """``(data, source)``: parse ``obj`` when it is a path, else return it with source ``<memory>``."""
+def read_json(obj, what: str, source: str = MEMORY):
+    """``(data, source)``: parse ``obj`` when it is a path, else return it with ``source`` (default
+    ``<memory>``; e.g. the file an already-decoded document was read from)."""
     if isinstance(obj, (str, Path)):
         path = Path(obj)
         try:
@@ -110,7 +113,7 @@ def read_json(obj, what: str):
                 return _loads(text), str(path)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise YTVISInputError(f"{path}: not valid JSON ({exc})") from None
-    return obj, MEMORY
+    return obj, source
 
 
 def _loads(text: bytes):
@@ -139,7 +142,33 @@ def _int_field(obj: Mapping, key: str, where: str, *, positive: bool = False) ->
     if not _is_int(value) or (positive and value <= 0):
         kind = "a positive integer" if positive else "an integer"
         raise YTVISInputError(f"{where}: '{key}' must be {kind}, got {value!r}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise YTVISInputError(f"{where}: '{key}' is {value}, outside the 64-bit integer range")
     return int(value)
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _refuse_corrupt_rles(frames: list[tuple[object, int, str]]) -> None:
+    """Refuse the first ``(counts, h*w, where)`` whose compressed RLE counts are not a mask of h*w
+    pixels (pycocotools decodes such strings into a meaningless mask without complaint)."""
+    if not frames:
+        return
+    bad = invalid_compressed_rles([f[0] for f in frames], [f[1] for f in frames])
+    if len(bad):
+        _, pixels, where = frames[int(bad[0])]
+        raise YTVISInputError(f"{where}: not a valid compressed RLE of a {pixels}-pixel mask (corrupt 'counts')")
+
+
+def _compressed_frames(tracks: list[list], hw: int, where: Callable[[int, int], str]) -> list[tuple[object, int, str]]:
+    """``(counts, hw, where(track, frame))`` of every present frame of ``tracks`` (RLE dicts or None)."""
+    return [
+        (seg["counts"], hw, where(k, t))
+        for k, segs in enumerate(tracks)
+        for t, seg in enumerate(segs)
+        if seg is not None
+    ]
 
 
 # ------------------------------------------------------------------ frames
@@ -232,13 +261,11 @@ def _compress_frames(out: list, frames: list[int], h: int, w: int, where: str) -
     """Replace the uncompressed RLEs ``out[t]`` (t in ``frames``) by compressed ones (one call)."""
     for t in frames:
         counts = out[t]["counts"]
-        try:
-            total = sum(counts)
-        except TypeError:
-            total = None
-        if type(total) is not int or total != h * w:
+        integers = all(_is_int(c) for c in counts)
+        if not integers or min(counts, default=0) < 0 or sum(counts) != h * w:
             raise YTVISInputError(
-                f"{where} frame {t}: uncompressed RLE counts must be integers summing to {h}*{w}={h * w}"
+                f"{where} frame {t}: uncompressed RLE counts must be non-negative integers summing to "
+                f"{h}*{w}={h * w}"
             )
     try:
         rles = mask_utils.frPyObjects([{"size": [h, w], "counts": out[t]["counts"]} for t in frames], h, w)
@@ -265,7 +292,7 @@ def _average_area(areas: list, where: str) -> float:
 def _parse_annotation(ann, video: VideoGT, categories: Mapping[int, str], where: str, seen_ids: set) -> None:
     if not isinstance(ann, Mapping):
         raise YTVISInputError(f"{where}: an annotation must be an object")
-    for key in ("id", "category_id", "iscrowd", "segmentations", "areas"):
+    for key in ("id", "category_id", "segmentations", "areas"):
         if key not in ann:
             raise YTVISInputError(f"{where}: missing '{key}'")
     aid = _int_field(ann, "id", where)
@@ -280,7 +307,7 @@ def _parse_annotation(ann, video: VideoGT, categories: Mapping[int, str], where:
     cat = _int_field(ann, "category_id", where)
     if cat not in categories:
         raise YTVISInputError(f"{where}: category_id {cat} is not one of the file's categories")
-    crowd = ann["iscrowd"]
+    crowd = ann.get("iscrowd", 0)  # optional, as for the official evaluator ('iscrowd' in gt and ...)
     if not (_is_int(crowd) or isinstance(crowd, bool)) or crowd < 0:
         raise YTVISInputError(f"{where}: 'iscrowd' must be 0 or 1, got {crowd!r}")
     segs, areas = ann["segmentations"], ann["areas"]
@@ -328,9 +355,9 @@ def parse_categories(cats: list, source: str = MEMORY) -> dict[int, str]:
     return dict(sorted(names.items()))
 
 
-def load_ground_truth(gt) -> GroundTruth:
-    """Parse and check a YTVIS ground-truth json (path or dict)."""
-    data, source = read_json(gt, "ground-truth")
+def load_ground_truth(gt, source: str = MEMORY) -> GroundTruth:
+    """Parse and check a YTVIS ground-truth json (path, or a dict read from the file ``source``)."""
+    data, source = read_json(gt, "ground-truth", source)
     if not isinstance(data, Mapping):
         raise YTVISInputError(
             f"{source}: the ground truth must be a JSON object with videos, categories, annotations"
@@ -358,6 +385,13 @@ def load_ground_truth(gt) -> GroundTruth:
         if not _is_int(vid) or vid not in videos:
             raise YTVISInputError(f"{where}: video_id {vid!r} is not one of the file's videos")
         _parse_annotation(ann, videos[vid], categories, where, seen)
+    frames = []
+    for video in videos.values():
+        frames += _compressed_frames(
+            video.segmentations, video.height * video.width,
+            lambda k, t, v=video: f"{source}: annotation id {v.ids[k]} (video {v.id}) frame {t}",
+        )
+    _refuse_corrupt_rles(frames)
     return GroundTruth(source, dict(sorted(videos.items())), categories)
 
 
@@ -439,6 +473,11 @@ def load_results(results, gt: GroundTruth) -> dict[int, VideoDets]:
         if dets is None:
             dets = per_video[video.id] = VideoDets()
         _parse_result(r, pos, video, gt.categories, dets, where)
+    frames = []
+    for vid, dets in per_video.items():
+        hw = gt.videos[vid].height * gt.videos[vid].width
+        frames += _compressed_frames(dets.segmentations, hw, lambda k, t, d=dets: f"{source}: results[{d.order[k]}] frame {t}")
+    _refuse_corrupt_rles(frames)
     return per_video
 
 

@@ -110,6 +110,9 @@ def _torch_load(path: Path, trust: bool) -> object:
             if f.read(4) == b"PK\x03\x04":
                 raise _fail(path, "is truncated or corrupt (a zip archive without its central directory)")
     try:
+        if path.name.lower().endswith(".safetensors"):  # torch.load would pick its reader by the name
+            with open(path, "rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=not trust)
         return torch.load(path, map_location="cpu", weights_only=not trust, mmap=mmap)
     except pickle.UnpicklingError as exc:
         inner = exc.__context__ if isinstance(exc.__context__, pickle.UnpicklingError) else exc
@@ -200,11 +203,28 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[dict[str, to
         raise _fail(path, "file not found" if not path.exists() else "not a file")
     if path.stat().st_size == 0:
         raise _fail(path, "is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
+    kind = _format_by_content(path)
+    if kind == "safetensors" or (kind is None and path.suffix.lower() == ".safetensors"):
         return _read_safetensors(path), {}
-    obj = _read_pkl(path, trust) if suffix == ".pkl" else _torch_load(path, trust)
+    if kind == "zip":
+        return _unwrap(path, _torch_load(path, trust))
+    obj = _read_pkl(path, trust) if path.suffix.lower() == ".pkl" else _torch_load(path, trust)
     return _unwrap(path, obj)
+
+
+def _format_by_content(path: Path) -> str | None:
+    """``"zip"`` (torch's format), ``"safetensors"`` (an 8-byte little-endian header length, then a
+    JSON object of that length inside the file) or None (a pickle, or unknown): the file name's
+    extension is not trusted."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) == 9 and head[8:9] == b"{":
+        header_len = int.from_bytes(head[:8], "little")
+        if 2 <= header_len <= path.stat().st_size - 8:
+            return "safetensors"
+    return None
 
 
 def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
@@ -260,6 +280,20 @@ def load_checkpoint(model: nn.Module, path: str | Path, trust: bool = False) -> 
     load_state_strict(model, *read_checkpoint(path, trust), path)
 
 
+def _check_values(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse an entry that is not floating point where the model's tensor is (integer weights would
+    be cast without a word), and floating-point entries holding NaN or infinite values."""
+    for key, target in expected.items():
+        value = state[key]
+        if target.is_floating_point() and not (value.is_floating_point() or value.numel() == 0):
+            raise CheckpointError(
+                f"checkpoint {path}: entry {key!r} is {value.dtype} but the model's tensor is {target.dtype} "
+                "(integer weights: a quantised or damaged file)"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"checkpoint {path}: entry {key!r} holds NaN or infinite values")
+
+
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], meta: dict, path: str | Path) -> None:
     """Load ``state`` (read from ``path`` by :func:`read_checkpoint`) into ``model`` strictly."""
     expected = model.state_dict()
@@ -269,6 +303,7 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], meta: di
         if meta.get("matching_heuristics"):
             hint += " (the file asks for detectron2's name-matching heuristics, which are not supported)"
         raise CheckpointError(f"checkpoint {path} does not match the model: {problem}{hint}")
+    _check_values(state, expected, path)
     for key, target in expected.items():
         value = state[key]
         if value.is_floating_point() and target.is_floating_point() and value.dtype != target.dtype:

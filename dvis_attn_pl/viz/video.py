@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from ..io_utils import TMP_SUFFIX
 from .colors import ATTENTION_CMAP, blend_heatmap, category_color
 from .plots import STYLES, resample_maps, scale_attention
 
@@ -300,7 +301,7 @@ def write_mp4(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a fresh name ffmpeg creates itself (so the file gets the umask's permissions, unlike mkstemp's 0600)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp.mp4")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}.mp4")
     writer, size, count = None, None, 0
     try:
         for chunk in chunks:
