@@ -13,6 +13,7 @@ import argparse
 import errno
 import importlib
 import os
+import re
 import sys
 import threading
 import traceback
@@ -274,7 +275,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     hw.add_argument(
         "--num-workers", metavar="N", type=_non_negative_int, default=None,
         help="DataLoader processes decoding the next videos' frames while the model runs (0: decode in the "
-        "main process, window by window); default: half the CPU cores, at most 4",
+        "main process, window by window); default: 0 when the model runs on the CPU (workers would "
+        "take its cores), else half the CPU cores, at most 4",
     )
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
@@ -489,11 +491,24 @@ def _file_in_traceback(exc: BaseException) -> str | None:
     return found
 
 
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def worker_message(text: str) -> str:
+    """The original message of an error re-raised from a DataLoader worker process (torch prefixes it
+    with 'Caught X in DataLoader worker process N' and the worker's traceback); ``text`` otherwise."""
+    if _WORKER_TRACEBACK not in text:
+        return text
+    last = [ln for ln in text.splitlines() if ln.strip()][-1]
+    match = re.match(r"^[\w.]+: (.*)$", last)
+    return match.group(1) if match else last
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for ``exc``: for a file-system error (disk full, read-only, permission) the file
     and the problem, e.g. ``runs/x/inference/parts/3.json: No space left on device (ENOSPC)``."""
     if isinstance(exc, UserError):
-        return one_line(str(exc))
+        return one_line(worker_message(str(exc)))
     os_error = _os_error(exc)
     if os_error is not None:
         name = errno.errorcode.get(os_error.errno, str(os_error.errno))

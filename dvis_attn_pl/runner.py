@@ -115,6 +115,22 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool, config_file: Path |
     return model
 
 
+def build_shipped_or_given_model(args, cfg, config_file):
+    """:func:`build_weighted_model` for a run; when the shipped weights do not fit the model the
+    overrides made (another meta-architecture, class count, ...), the error says what to pass."""
+    from .model.checkpoint import CheckpointError
+
+    try:
+        return build_weighted_model(cfg, args.ckpt, args.trust_checkpoint, config_file)
+    except CheckpointError as exc:
+        if getattr(args, "weights", None) != "shipped":
+            raise
+        raise UserError(
+            f"{args.ckpt}: the shipped weights are for {config_file} as it is, and the overrides change the "
+            f"model ({exc}); pass --random-weights, or --ckpt with weights for this model"
+        ) from None
+
+
 def weights_line(args, cfg) -> str:
     """The status line that says which weights the run uses."""
     source = getattr(args, "weights", "checkpoint" if args.ckpt else "random")
@@ -296,13 +312,15 @@ def execute(args, command: str) -> int:
 
         callbacks += build_capture_callbacks(args.capture, run_dir)
     trainer = build_trainer(args, run_dir, callbacks)  # refuses hardware flags Lightning cannot use
-    model = build_weighted_model(cfg, args.ckpt, args.trust_checkpoint, config_file)
+    model = build_shipped_or_given_model(args, cfg, config_file)
 
     from .data.datamodule import YTVISDataModule, default_num_workers
     from .data.dataset import YTVISVideoDataset
     from .lightning_module import DVISDAQModule
 
-    workers = default_num_workers() if getattr(args, "num_workers", None) is None else args.num_workers
+    workers = getattr(args, "num_workers", None)
+    if workers is None:  # on the CPU the workers would only take the model's cores
+        workers = 0 if trainer.strategy.root_device.type == "cpu" else default_num_workers()
     eager = workers > 0  # worker processes decode whole videos ahead of the model; else window by window
     # every frame was checked up front (check_inputs) and is checked again as it is decoded
     dataset = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)

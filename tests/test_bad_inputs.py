@@ -543,7 +543,9 @@ def edge_runs(data_set, tiny_state, tmp_path_factory) -> dict[str, Path]:
          "--out", str(runs["offline"]), *SMALL]
     )  # fmt: skip
     assert offline.returncode == 0, offline.stderr[-3000:]
-    online = run_cli(["test", *flags, "--out", str(runs["online"]), "--capture", "none", *SMALL, *ONLINE])
+    online = run_cli(
+        ["test", *flags, "--out", str(runs["online"]), "--capture", "none", "--random-weights", *SMALL, *ONLINE]
+    )
     assert online.returncode == 0, online.stderr[-3000:]
     return runs
 

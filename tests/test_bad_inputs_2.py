@@ -290,7 +290,7 @@ CASES: dict[str, Case] = {
     "negative class count": _opts("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "-1", expect=("NUM_CLASSES",)),
     "frame format XYZ": _opts("INPUT.FORMAT", "XYZ", expect=("INPUT.FORMAT", "RGB, BGR")),
     "tracker asks more new instances than queries": _opts(
-        "MODEL.VIDEO_HEAD.NUM_NEW_INS", "20", expect=("tiny_cpu.yaml", "NUM_NEW_INS (20)")
+        "MODEL.VIDEO_HEAD.NUM_NEW_INS", "20", expect=("tiny_fish.yaml", "NUM_NEW_INS (20)")
     ),
     "zero decoder layers": _opts("MODEL.MASK_FORMER.DEC_LAYERS", "0", expect=("DEC_LAYERS",)),
     # 7. checkpoints

@@ -202,3 +202,19 @@ def test_command_failures(capsys, monkeypatch):
 def test_version(capsys):
     code, out, _ = run_main(capsys, "--version")
     assert code == 0 and out.startswith("dvis_attn_pl ")
+
+
+def test_an_error_from_a_dataloader_worker_is_its_original_line():
+    wrapped = (
+        "Caught FrameError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "worker.py", line 375, in _worker_loop\n    data = fetcher.fetch(index)\n'
+        "dvis_attn_pl.data.frame_files.FrameError: frames/a/00000.jpg: cannot decode frame (OSError: truncated)\n"
+    )
+    assert cli.worker_message(wrapped) == "frames/a/00000.jpg: cannot decode frame (OSError: truncated)"
+    assert cli.worker_message("frames/a.jpg: missing") == "frames/a.jpg: missing"
+
+
+def test_integers_past_64_bits_keep_their_value_when_read():
+    from dvis_attn_pl.metrics.ytvis_io import _loads
+
+    assert _loads(b'{"videos": [{"id": 1180591620717411303424}]}')["videos"][0]["id"] == 2**70

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -116,10 +117,14 @@ def read_json(obj, what: str, source: str = MEMORY):
     return obj, source
 
 
+_LONG_INTEGER = re.compile(rb"\d{19,}")  # 19 digits can exceed a signed 64-bit integer
+
+
 def _loads(text: bytes):
     """``json.loads``, through orjson when it is there; what orjson refuses but the standard parser
     accepts (``NaN``, integers beyond 64 bits) is parsed by the standard parser, as officially."""
-    if orjson is not None:
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if orjson is not None and not _LONG_INTEGER.search(raw):  # orjson reads integers past 64 bits as floats
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
