@@ -344,12 +344,18 @@ def execute(args, command: str) -> int:
         f"precision {args.precision}, config {config_file}, run directory {run_dir}"
     )
     datamodule = YTVISDataModule(dataset=dataset, num_workers=workers)
-    if command == "test":
-        trainer.test(module, datamodule=datamodule, verbose=False)
-    else:
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
-    if trainer.is_global_zero:
-        from .run_summary import finish_run
+    try:
+        if command == "test":
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        else:
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        if trainer.is_global_zero:
+            from .run_summary import finish_run
 
-        finish_run(run_dir, command, module.metric_results, data_json, data, cfg, args, random_weights=not args.ckpt)
+            finish_run(run_dir, command, module.metric_results, data_json, data, cfg, args, random_weights=not args.ckpt)
+    except OSError:  # e.g. a full disk: an events file whose header never got written is never readable
+        from .viz.tensorboard import remove_empty_event_files
+
+        remove_empty_event_files(run_dir / "tensorboard")
+        raise
     return 0

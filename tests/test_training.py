@@ -202,7 +202,7 @@ def test_a_clip_without_objects_trains_every_query_towards_no_object():
         losses = STAGE_LOSSES[stage](model, [empty], LossWeights.from_cfg(cfg))
         ce = losses["loss_ce"].detach()
         assert torch.isfinite(ce) and float(ce) > 0
-        assert float(losses["loss_mask"]) == 0.0 and float(losses["loss_dice"]) == 0.0
+        assert float(losses["loss_mask"].detach()) == 0.0 and float(losses["loss_dice"].detach()) == 0.0
 
 
 @pytest.mark.slow

@@ -143,15 +143,25 @@ def encode_gif(video, fps: float = 8.0) -> bytes:
     return buf.getvalue()
 
 
+def remove_empty_event_files(folder: Path) -> None:
+    """Delete the empty (0-byte) ``events.out.tfevents.*`` files under ``folder``: a writer that failed
+    before its header leaves one, which no reader can open."""
+    for path in Path(folder).rglob("events.out.tfevents.*"):
+        try:
+            if path.stat().st_size == 0:
+                path.unlink()
+        except OSError:
+            pass
+
+
 class RunBoard:
     """A run's TensorBoard writer with the project's tags (usable as a context manager)."""
 
     def __init__(self, log_dir: str | Path, *, max_image_side: int = 800, flush_secs: int = 30):
         self.log_dir = Path(log_dir)
         self.max_image_side = max_image_side
-        before = set(self._event_files())
+        self._before = set(self._event_files())
         self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=flush_secs)
-        self._own_files = [p for p in self._event_files() if p not in before]
 
     tag = staticmethod(make_tag)
 
@@ -256,9 +266,15 @@ class RunBoard:
             raise
 
     def remove_own_event_files(self) -> None:
-        """Delete the ``events.out.tfevents.*`` file(s) this board created."""
-        for path in self._own_files:
-            path.unlink(missing_ok=True)
+        """Delete the ``events.out.tfevents.*`` file(s) created since this board was opened (found
+        when removing: the writer may create its file after the constructor returns), and any empty
+        one in the folder (an event file without even its header is never readable)."""
+        for path in self._event_files():
+            try:
+                if path not in self._before or path.stat().st_size == 0:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def _event_files(self) -> list[Path]:
         return list(self.log_dir.glob("events.out.tfevents.*"))
