@@ -5,8 +5,9 @@ from .prediction_writer import PredictionWriter
 __all__ = ["PredictionWriter"]
 
 # Attention capture, its background writer and the temporal rollout (appended by the capture helper).
-from .attention_capture import AttentionCapture, VideoCapture, build_capture_callbacks  # noqa: E402
+from .attention_capture import AttentionCapture, VideoCapture  # noqa: E402
 from .attention_store import AttentionStore, AttentionStoreError, merge_manifest  # noqa: E402
+from .capture_callbacks import build_capture_callbacks  # noqa: E402
 from .temporal_rollout import TemporalRollout  # noqa: E402
 
 __all__ += [

@@ -54,7 +54,7 @@ from .attention_reduce import (
 )
 from .attention_store import AttentionStore, merge_manifest, video_dir_name
 
-__all__ = ["Artifact", "AttentionCapture", "CaptureBudgetError", "VideoCapture", "build_capture_callbacks"]
+__all__ = ["Artifact", "AttentionCapture", "CaptureBudgetError", "VideoCapture"]
 
 log = logging.getLogger(__name__)
 
@@ -495,23 +495,3 @@ def _all_refiner_of_sequence(info) -> dict[int, int]:
         for s, r in zip(list(seqs), list(refs))
         if s is not None and r is not None and int(s) >= 0
     }
-
-
-def build_capture_callbacks(preset: str, run_dir: str | Path, **options) -> list[Callback]:
-    """Callbacks for ``--capture PRESET``: [] for ``none``; otherwise an :class:`AttentionCapture`
-    and, when the refiner time attention is captured, a :class:`~callbacks.temporal_rollout.TemporalRollout`.
-
-    ``options`` go to :class:`AttentionCapture`, except ``rollout`` (False to skip the rollout, or a
-    dict of :class:`TemporalRollout` options).
-    """
-    from .temporal_rollout import TemporalRollout
-
-    get_preset(preset)
-    rollout = options.pop("rollout", True)
-    if preset == "none" and not options.get("kinds") and not options.get("patterns"):
-        return []
-    capture = AttentionCapture(run_dir, preset=preset, **options)
-    callbacks: list[Callback] = [capture]
-    if rollout is not False and "refiner_time" in capture.kinds:
-        callbacks.append(TemporalRollout(capture, **(rollout if isinstance(rollout, dict) else {})))
-    return callbacks

@@ -175,16 +175,18 @@ examples:
 """
 
 
-def _add_hardware_flags(parser: argparse.ArgumentParser) -> None:
+def _add_hardware_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The Lightning Trainer flags every model-running command shares; returns their group."""
     hw = parser.add_argument_group("hardware (Lightning Trainer)")
     hw.add_argument("--devices", default="auto", help="devices per node: N, a list like 0,1, or auto (default)")
     hw.add_argument("--accelerator", default="auto", help="cpu, gpu, cuda, mps or auto (default)")
     hw.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp; default auto")
     hw.add_argument(
-        "--precision", default="32-true",
+        "--precision", default="32-true", choices=PRECISIONS, metavar="PRECISION",
         help="Lightning precision: 32-true (default), 16-mixed (like the official fp16 autocast eval), bf16-mixed",
     )
     hw.add_argument("--num-nodes", metavar="N", type=_positive_int, default=1, help="number of nodes (default 1)")
+    return hw
 
 
 def _positive_float(text: str) -> float:
@@ -263,15 +265,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "weights, tracker cross-attention, and their rollout); decoder (temporal + decoder cross-attention "
         "maps of the top predictions, weighted by the tracker); all (every attention site, large)",
     )
-    hw = parser.add_argument_group("hardware (Lightning Trainer)")
-    hw.add_argument("--devices", default="auto", help="devices per node: N, a list like 0,1, or auto (default)")
-    hw.add_argument("--accelerator", default="auto", help="cpu, gpu, cuda, mps or auto (default)")
-    hw.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp; default auto")
-    hw.add_argument(
-        "--precision", default="32-true", choices=PRECISIONS, metavar="PRECISION",
-        help="Lightning precision: 32-true (default), 16-mixed (like the official fp16 autocast eval), bf16-mixed",
-    )
-    hw.add_argument("--num-nodes", metavar="N", type=_positive_int, default=1, help="number of nodes (default 1)")
+    hw = _add_hardware_flags(parser)
     hw.add_argument(
         "--num-workers", metavar="N", type=_non_negative_int, default=None,
         help="DataLoader processes decoding the next videos' frames while the model runs (0: decode in the "

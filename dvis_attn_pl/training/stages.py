@@ -17,20 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from ..data.transforms import normalize_and_pad
 from ..model.meta_arch import VideoInput
 from ..model.tracker import foreground_score
 from .data import Clip
 from .losses import LossWeights, hungarian_match, set_losses
 
 Losses = dict[str, torch.Tensor]
-
-
-def _images(model, frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (t, 3, h, w) -> normalised, padded float images on the model's device."""
-    return normalize_and_pad(
-        frames.to(model.device), model.pixel_mean, model.pixel_std, model.size_divisibility
-    ).to(model.pixel_mean.dtype)
 
 
 def _accumulate(total: Losses, new: Losses, prefix: str = "") -> None:
@@ -46,8 +38,9 @@ def _num_objects(count: int) -> float:
 # ----------------------------------------------------------------------------- segmenter
 def segmenter_losses(model, clips: list[Clip], w: LossWeights) -> Losses:
     """Mask2Former losses on the first frame of every clip (a batch of single frames)."""
-    frames = torch.cat([c.frames[:1] for c in clips])
-    out = model.sem_seg_head(model.backbone(_images(model, frames)), return_aux=True)
+    frames = [c.frames[0] for c in clips]
+    padded = (max(c.padded[0] for c in clips), max(c.padded[1] for c in clips))
+    out = model.sem_seg_head(model.backbone(model.preprocess(frames, padded)), return_aux=True)
 
     def per_frame(o: dict) -> tuple[torch.Tensor, torch.Tensor]:  # -> (B, Q, K+1), (B, Q, h, w)
         logits = o["pred_logits"].flatten(0, 1)
@@ -93,7 +86,7 @@ def tracker_losses(model, clips: list[Clip], w: LossWeights) -> Losses:
     n_obj = _num_objects(sum(int(c.present().sum()) for c in clips))
     for clip in clips:
         with torch.no_grad():
-            window = model.tracker_window(model.sem_seg_head(model.backbone(_images(model, clip.frames))))
+            window = model.tracker_window(model.sem_seg_head(model.backbone(model.preprocess(clip.frames, clip.padded))))
         _accumulate(losses, _track_clip(tracker, window, clip, empty_weight, w, n_obj))
     return losses
 
