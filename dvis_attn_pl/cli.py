@@ -265,6 +265,20 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "weights, tracker cross-attention, and their rollout); decoder (temporal + decoder cross-attention "
         "maps of the top predictions, weighted by the tracker); all (every attention site, large)",
     )
+    probe = parser.add_argument_group("interventions (causal cue tests; see docs/interventions.md)")
+    probe.add_argument(
+        "--interventions", metavar="LIST",
+        help="after the unaltered pass, one pass per intervention into <out>/interventions/<name>/: "
+        "freeze, shuffle, reverse, silhouette, uniform_pooling, no_time_attention, tracker_memory_cut, "
+        "or all (comma list)",
+    )
+    probe.add_argument("--shuffle-k", metavar="K", type=_positive_int, default=3, help="shuffle: seeded permutations, one pass each (default 3)")
+    probe.add_argument(
+        "--freeze-frame", metavar="WHICH", default="middle",
+        help="freeze: the frame repeated: middle (default), first, random, median_importance (of the top "
+        "prediction's present frames in the unaltered pass)",
+    )
+    probe.add_argument("--intervention-seed", metavar="N", type=int, default=0, help="seed of the shuffles and random frames (default 0)")
     hw = _add_hardware_flags(parser)
     hw.add_argument(
         "--num-workers", metavar="N", type=_non_negative_int, default=None,

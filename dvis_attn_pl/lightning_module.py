@@ -132,6 +132,9 @@ class DVISDAQModule(L.LightningModule):
             own = probs.gather(2, labels.view(n, 1, 1).expand(n, num_frames, 1))[..., 0]
             argmax = probs.nan_to_num(-1.0).argmax(dim=2)
             settle = settle_frame(argmax)
+        class_probs = None
+        if getattr(info, "class_logits", None) is not None:
+            class_probs = foreground_probs(info.class_logits.float())  # (N, K) by refiner row
         temporal = []
         for i, src in enumerate(sources):
             entry = {
@@ -143,6 +146,11 @@ class DVISDAQModule(L.LightningModule):
             pooling = getattr(src, "pooling_weights", None)
             if pooling:
                 entry["frame_importance"] = [round(float(w), 7) for w in pooling]
+            if class_probs is not None:
+                probs = class_probs[src.row].tolist()
+                entry["class_probs"] = {
+                    str(self.contiguous_to_dataset_id[c]): round(p, 6) for c, p in enumerate(probs)
+                }
             if n and prefix is not None:
                 entry["decision_settle_frame"] = int(settle[i])
                 entry["label_by_frame"] = [self.contiguous_to_dataset_id[c] for c in argmax[i].tolist()]

@@ -161,7 +161,7 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def build_trainer(args, run_dir: Path, callbacks: list):
+def build_trainer(args, run_dir: Path, callbacks: list, tensorboard: bool = True):
     """A Lightning Trainer for inference from the hardware flags; a combination Lightning refuses
     (no GPU for ``--accelerator gpu``, an unknown strategy, ``--devices 0``) is a one-line UserError.
     Nothing is written: the TensorBoard logger creates its folder on first use."""
@@ -179,7 +179,9 @@ def build_trainer(args, run_dir: Path, callbacks: list):
             precision=args.precision,
             num_nodes=args.num_nodes,
             use_distributed_sampler=False,
-            logger=TensorBoardLogger(str(run_dir), name="", version="tensorboard", default_hp_metric=False),
+            logger=TensorBoardLogger(str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+            if tensorboard
+            else False,
             callbacks=callbacks,
             enable_checkpointing=False,
             enable_model_summary=False,
@@ -296,6 +298,7 @@ def execute(args, command: str) -> int:
     Inputs are checked (video json, frame files, run directory, checkpoint) before the run
     directory is created, so a bad input leaves nothing behind.
     """
+    interventions = requested_interventions(args)
     cfg, config_file = resolve_config(args)
     data_json, frames_root = resolve_data(args)
     data = check_inputs(command, data_json, frames_root, cfg, args.max_videos, frames=first_process_of_node())
@@ -353,9 +356,66 @@ def execute(args, command: str) -> int:
             from .run_summary import finish_run
 
             finish_run(run_dir, command, module.metric_results, data_json, data, cfg, args, random_weights=not args.ckpt)
+        if interventions:
+            full = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)
+            for intervention in interventions:
+                run_intervention(args, command, run_dir, intervention, full, model, data, workers)
     except OSError:  # e.g. a full disk: an events file whose header never got written is never readable
         from .viz.tensorboard import remove_empty_event_files
 
         remove_empty_event_files(run_dir / "tensorboard")
         raise
     return 0
+
+
+def requested_interventions(args) -> list:
+    """The passes ``--interventions`` asks for (checked before anything is written)."""
+    text = getattr(args, "interventions", None)
+    if not text:
+        return []
+    from .interventions import parse_interventions
+
+    return parse_interventions(
+        text,
+        shuffle_k=int(getattr(args, "shuffle_k", 3)),
+        seed=int(getattr(args, "intervention_seed", 0)),
+        freeze_frame=getattr(args, "freeze_frame", "middle"),
+    )
+
+
+def run_intervention(args, command: str, run_dir: Path, intervention, dataset, model, data, workers: int) -> None:
+    """One altered pass of the whole set into ``run_dir/interventions/<label>/`` (same Lightning loop,
+    same devices). A pass whose ``intervention.json`` exists is complete and not run again."""
+    from callbacks import PredictionWriter
+    from callbacks.progress import VideoProgressBar
+
+    from .data.datamodule import YTVISDataModule
+    from .interventions import AlteredVideos, UnalteredRun, frame_order, knockout
+    from .interventions.passes import pass_dir, write_pass_summary
+    from .lightning_module import DVISDAQModule
+
+    out = pass_dir(run_dir, intervention.label)
+    if (out / "intervention.json").is_file():
+        log(f"intervention {intervention.label}: already complete in {out}")
+        return
+    unaltered = UnalteredRun(run_dir) if intervention.family == "input" else None
+    videos = AlteredVideos(dataset, intervention, unaltered) if intervention.family == "input" else dataset
+    trainer = build_trainer(args, out, [PredictionWriter(out), VideoProgressBar()], tensorboard=False)
+    metric = None
+    if command == "test":
+        from .metrics import YTVISMetric
+
+        metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
+    module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)
+    log(f"intervention {intervention.label}: {len(dataset)} videos ({intervention.kind.removes})")
+    datamodule = YTVISDataModule(dataset=videos, num_workers=workers)
+    with knockout(model, intervention):
+        if command == "test":
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        else:
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    if trainer.is_global_zero:
+        orders = {
+            str(v.id): frame_order(intervention, int(v.length), v.id, unaltered) for v in data.videos
+        }
+        write_pass_summary(out, intervention, orders, module.metric_results)

@@ -9,6 +9,7 @@ frame_importance   inference/frame_importance.json             frame_importance 
 tracker            inference/tracker_attention.json            tracker_cross attention (--capture temporal+)
 stats              inference/attention_stats.json              refiner_time, rollout or decoder_cross
 cues               inference/cue_reading.json                  frame_importance or refiner_time; run.json
+causal             inference/causal_cues.json                  intervention passes (test --interventions)
 decision           inference/decision_timing.json              decision fields in results; skipped when
                                                                metrics.json already has decision_timing
 compare            inference/run_comparison.json               --compare OTHER_RUN_DIR
@@ -38,6 +39,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..io_utils import atomic_write_bytes
 from .attention_stats import json_ready
+from .causal_cues import CueThresholds
 from .run_analyses import (
     CueReading,
     DecisionTiming,
@@ -51,7 +53,7 @@ from .video_inputs import VideoInputs
 
 __all__ = ["JSON_STAGES", "STAGES", "AnalyzeOptions", "AnalyzeReport", "dump_json", "run_pipeline"]
 
-JSON_STAGES = ("frame_importance", "tracker", "stats", "cues", "decision", "compare")
+JSON_STAGES = ("frame_importance", "tracker", "stats", "cues", "causal", "decision", "compare")
 VISUAL_STAGES = ("plots", "videos", "tensorboard")
 STAGES = JSON_STAGES + VISUAL_STAGES
 
@@ -74,6 +76,7 @@ class AnalyzeOptions:
     n_permutations: int = 5000
     seed: int = 0
     progress: bool = True
+    cue_thresholds: CueThresholds = field(default_factory=CueThresholds)
 
     def __post_init__(self) -> None:
         if self.only is not None:
@@ -141,6 +144,14 @@ def _problem(stage: str, run: RunDirectory, opts: AnalyzeOptions) -> str | None:
         if not has_fi and "refiner_time" not in run.captured_kinds():
             return (f"{temporal}: no frame_importance and no refiner time attention captured; the cues "
                     "analysis needs an offline model run with --capture temporal or more")
+    elif stage == "causal":
+        from ..interventions.passes import INTERVENTIONS_DIR, completed_passes
+
+        if not completed_passes(run.root):
+            return (f"{run.root / INTERVENTIONS_DIR}: no finished intervention pass; the causal analysis needs a "
+                    "run made with --interventions")
+        if not any(p.get("class_probs") is not None for p in preds):
+            return f"{temporal}: no prediction carries class_probs; the causal analysis needs an offline model"
     elif stage == "decision":
         if not any("decision_settle_frame" in p for p in preds):
             return (f"{temporal}: no prediction carries decision_settle_frame; the decision analysis needs "
@@ -210,6 +221,10 @@ def _build_analysis(stage: str, run: RunDirectory, gt, gt_reason: str, opts: Ana
         return Statistics(run, gt, opts.top_k)
     if stage == "cues":
         return CueReading(run, gt, opts.top_k, n_permutations=opts.n_permutations, seed=opts.seed)
+    if stage == "causal":
+        from .causal_stage import CausalCues
+
+        return CausalCues(run, gt, opts.cue_thresholds)
     if stage == "decision":
         return DecisionTiming(run, gt, gt_reason, opts.top_k)
     if stage == "compare":

@@ -106,6 +106,7 @@ class OfflineLastInference(LastInference):
     minvis_rows: list[int] = field(default_factory=list)
     present: torch.Tensor | None = None  # (N, T) bool: frames where the row has its own data
     pooling_weights: torch.Tensor | None = None  # (N, T) float32, host
+    class_logits: torch.Tensor | None = None  # (N, K+1) the refiner's class logits, host
     online_scores: list[float] = field(default_factory=list)  # every collected sequence's fg score
 
 
@@ -290,6 +291,7 @@ class DVISDAQOffline(DVISDAQOnline):
         refined = self.run_refiner(video, feats, instances)
         pooling = refined["pooling_weights"][0].float().cpu()  # (N, T)
         info.pooling_weights = pooling
+        info.class_logits = refined["pred_logits"][0, 0].float().cpu()
         output, top = inference_video_vis(
             refined["pred_logits"][0, 0],
             lambda rows: self.decode_masks(refined, feats, rows),
@@ -308,8 +310,7 @@ class DVISDAQOffline(DVISDAQOnline):
     def prefix_logits(self, refined: dict) -> torch.Tensor:
         """(N, T, K+1) class logits of the temporal pooling restricted to frames 0..k, every k (host)."""
         normed = self.refiner.decoder_norm(refined["pred_embds"][0].permute(2, 1, 0))  # (C,T,N) -> (N,T,C)
-        proj = self.refiner.activation_proj
-        scores = torch.nn.functional.linear(normed, proj.weight, proj.bias)
+        scores = self.refiner.activation_proj(normed)  # a module call: a knockout's hook applies here too
         return pooled_prefix_logits(scores[..., 0], normed, self.refiner.class_embed).cpu()
 
     @staticmethod

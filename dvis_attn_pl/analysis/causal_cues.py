@@ -1,0 +1,230 @@
+"""Causal cue verdicts: what each class's decision depends on, from the intervention passes of a run.
+
+Units. For every reference object (a ground-truth object; without ground truth, an unaltered
+prediction scored >= 0.5) the prediction of each pass that overlaps it best is found: video mask
+IoU >= ``min_iou`` with the object as that pass showed it (frames reordered like the pass's input).
+An object matched in the unaltered pass and in an altered pass gives one pair
+``(p0, p1)``: the probability of the object's class (softmax over K+1 of the refiner's class
+logits, background dropped) unaltered and altered. An object the altered pass does not find is
+not a pair: a tracking or detection failure is not read as a change of class (the match rate is
+reported). The ``shuffle-k`` passes are one intervention: an object's ``p1`` is its mean over the
+permutations that found it.
+
+Statistic. Per class and intervention, ``R = sum(p1) / sum(p0)`` over the class's pairs, with a
+95 % percentile bootstrap interval over videos (``n_boot`` resamples, seeded). Each threshold
+test is one-sided on the bootstrap distribution, ``p = (1 + #{R* on the far side}) / (1 + B)``,
+Holm-adjusted across the classes tested with that intervention:
+
+* ``keeps``: R > ``keep`` (default 0.9) with adjusted p <= ``alpha``;
+* ``drops``: R < ``drop`` (default 0.5), same;
+* ``partial``: R significantly below ``keep`` and above ``drop``;
+* ``undetermined``: none of these (the interval straddles a threshold).
+
+Verdict per class (an unrecognised class gets none: the model must know the class before one can
+ask what it uses; ``recognised`` = the lower bound of the mean unaltered ``p0`` exceeds
+``min_recognised``, default twice chance, 2/K):
+
+* **appearance**: freeze keeps;
+* **frame-set integration**: freeze drops, shuffle keeps;
+* **ordered motion**: freeze drops, shuffle drops;
+* **mixed**: freeze partial; or freeze drops and shuffle partial;
+* **undetermined**: freeze (or, after a drop, shuffle) undetermined, or too few pairs.
+
+The other interventions (reverse, silhouette, knockouts) are reported with R, interval and
+status beside the verdict; they do not enter it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .cue_reading import holm_adjust
+
+__all__ = [
+    "CueThresholds",
+    "VERDICTS",
+    "class_statistics",
+    "decide",
+    "intervention_of",
+    "proxy_agrees",
+    "ratio_bootstrap",
+    "threshold_status",
+]
+
+VERDICTS = ("appearance", "frame-set integration", "ordered motion", "mixed", "undetermined", "not recognised")
+
+
+@dataclass(frozen=True)
+class CueThresholds:
+    """The verdict's options (``analyze`` flags)."""
+
+    keep: float = 0.9
+    drop: float = 0.5
+    alpha: float = 0.05
+    n_boot: int = 2000
+    seed: int = 0
+    min_pairs: int = 3
+    min_iou: float = 0.5
+    min_recognised: float | None = None  # None: twice chance, 2 / K
+
+
+def intervention_of(label: str) -> str:
+    """The intervention a pass label belongs to (``shuffle-2`` -> ``shuffle``)."""
+    head, _, tail = label.rpartition("-")
+    return head if head and tail.isdigit() else label
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def ratio_bootstrap(
+    pairs: Sequence[tuple[Any, float, float]], n_boot: int, seed: int
+) -> tuple[float, np.ndarray]:
+    """``R = sum(p1) / sum(p0)`` of ``(video, p0, p1)`` pairs and its bootstrap over videos (n_boot,)."""
+    by_video: dict[Any, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for video, p0, p1 in pairs:
+        by_video[video][0] += float(p0)
+        by_video[video][1] += float(p1)
+    sums = np.array(list(by_video.values()), dtype=np.float64)  # (V, 2)
+    if not len(sums) or sums[:, 0].sum() <= 0:
+        return float("nan"), np.full(n_boot, np.nan)
+    r = float(sums[:, 1].sum() / sums[:, 0].sum())
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(sums), size=(n_boot, len(sums)))
+    s0, s1 = sums[pick, 0].sum(axis=1), sums[pick, 1].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = np.where(s0 > 0, s1 / s0, np.nan)
+    return r, boot
+
+
+def _one_sided_p(boot: np.ndarray, threshold: float, above: bool) -> float:
+    """p of "R above (below) threshold": share of bootstrap values on the other side, +1 smoothed."""
+    b = boot[np.isfinite(boot)]
+    if not b.size:
+        return float("nan")
+    far = (b <= threshold) if above else (b >= threshold)
+    return float((1 + far.sum()) / (1 + b.size))
+
+
+def threshold_status(p_keep: float, p_drop: float, p_below_keep: float, p_above_drop: float, alpha: float) -> str:
+    """``keeps`` / ``drops`` / ``partial`` / ``undetermined`` from Holm-adjusted one-sided p-values."""
+    if p_keep <= alpha:
+        return "keeps"
+    if p_drop <= alpha:
+        return "drops"
+    if p_below_keep <= alpha and p_above_drop <= alpha:
+        return "partial"
+    return "undetermined"
+
+
+def decide(statuses: Mapping[str, str], recognised: bool, enough: bool = True) -> tuple[str, str]:
+    """The verdict and its reason from the freeze and shuffle statuses (see the module docstring)."""
+    if not recognised:
+        return "not recognised", "the unaltered model does not recognise this class above chance"
+    if not enough:
+        return "undetermined", "too few matched objects"
+    freeze, shuffle = statuses.get("freeze"), statuses.get("shuffle")
+    if freeze is None:
+        return "undetermined", "no freeze pass"
+    if freeze == "keeps":
+        return "appearance", "freeze keeps the class probability"
+    if freeze == "partial":
+        return "mixed", "freeze lowers the class probability only partly: one frame carries part of the evidence"
+    if freeze == "undetermined":
+        return "undetermined", "the freeze interval straddles a threshold"
+    if shuffle is None:
+        return "undetermined", "freeze drops, and there is no shuffle pass to tell order from the set of views"
+    if shuffle == "keeps":
+        return "frame-set integration", "freeze drops, shuffle keeps: several views matter, their order does not"
+    if shuffle == "drops":
+        return "ordered motion", "freeze and shuffle both drop: the order of the frames matters"
+    if shuffle == "partial":
+        return "mixed", "freeze drops, shuffle lowers partly: the set of views and their order both matter"
+    return "undetermined", "freeze drops, the shuffle interval straddles a threshold"
+
+
+_PROXY_MATCH = {
+    "appearance-based": {"appearance"},
+    "motion-based": {"frame-set integration", "ordered motion"},
+    "mixed": {"mixed"},
+}
+
+
+def proxy_agrees(reading: str | None, verdict: str) -> bool | None:
+    """Whether an attention-proxy reading agrees with a causal verdict (None: one of them claims nothing)."""
+    if reading not in _PROXY_MATCH or verdict in ("undetermined", "not recognised"):
+        return None
+    return verdict in _PROXY_MATCH[reading]
+
+
+def class_statistics(
+    pairs: Mapping[str, Mapping[Any, list[tuple[Any, float, float]]]],
+    unaltered: Mapping[Any, list[tuple[Any, float]]],
+    num_classes: int,
+    th: CueThresholds = CueThresholds(),
+) -> dict[Any, dict]:
+    """Per class: unaltered recognition, per intervention R / interval / status, and the verdict.
+
+    ``pairs[intervention][class]``: ``(video, p0, p1)``; ``unaltered[class]``: ``(video, p0)`` of every
+    object the unaltered pass found.
+    """
+    min_rec = th.min_recognised if th.min_recognised is not None else 2.0 / max(num_classes, 1)
+    classes = sorted(set(unaltered) | {c for per in pairs.values() for c in per}, key=str)
+    out: dict[Any, dict] = {}
+    for c in classes:
+        found = unaltered.get(c, [])
+        mean_p0, boot = ratio_bootstrap([(v, 1.0, p) for v, p in found], th.n_boot, th.seed)
+        lo = float(np.nanpercentile(boot, 2.5)) if found else float("nan")
+        out[c] = {
+            "unaltered": {
+                "n_objects": len(found),
+                "mean_p": None if not found else mean_p0,
+                "ci95": None if not found else [lo, float(np.nanpercentile(boot, 97.5))],
+                "recognised": bool(found) and lo > min_rec,
+                "threshold": min_rec,
+            },
+            "interventions": {},
+        }
+    for name, per_class in pairs.items():
+        tested, rows = [], {}
+        for c in classes:
+            cp = per_class.get(c, [])
+            r, boot = ratio_bootstrap(cp, th.n_boot, th.seed)
+            ok = len(cp) >= th.min_pairs and np.isfinite(r)
+            rows[c] = {
+                "R": None if not np.isfinite(r) else r,
+                "ci95": None if not ok else [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))],
+                "n_pairs": len(cp),
+                "n_videos": len({v for v, _, _ in cp}),
+                "mean_p0": None if not cp else float(np.mean([p for _, p, _ in cp])),
+                "mean_p1": None if not cp else float(np.mean([p for _, _, p in cp])),
+            }
+            if ok:
+                tested.append(c)
+                rows[c]["_p"] = [
+                    _one_sided_p(boot, th.keep, above=True),
+                    _one_sided_p(boot, th.drop, above=False),
+                    _one_sided_p(boot, th.keep, above=False),
+                    _one_sided_p(boot, th.drop, above=True),
+                ]
+        if tested:
+            raw = np.array([rows[c]["_p"] for c in tested])  # (classes, 4)
+            adj = np.stack([holm_adjust(raw[:, j]) for j in range(4)], axis=1)
+            for i, c in enumerate(tested):
+                rows[c]["p_holm"] = dict(zip(("keeps", "drops", "below_keep", "above_drop"), adj[i].tolist()))
+                rows[c]["status"] = threshold_status(*adj[i].tolist(), th.alpha)
+        for c in classes:
+            rows[c].pop("_p", None)
+            rows[c].setdefault("status", "undetermined")
+            out[c]["interventions"][name] = rows[c]
+    for c, row in out.items():
+        statuses = {k: v["status"] for k, v in row["interventions"].items()}
+        freeze_pairs = row["interventions"].get("freeze", {}).get("n_pairs", 0)
+        verdict, reason = decide(statuses, row["unaltered"]["recognised"], enough=freeze_pairs >= th.min_pairs)
+        row["verdict"], row["reason"] = verdict, reason
+    return out

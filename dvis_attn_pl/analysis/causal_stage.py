@@ -1,0 +1,175 @@
+"""The ``causal`` stage of ``analyze``: match objects across the intervention passes of a run and
+read each class's causal verdict (:mod:`.causal_cues`), beside the attention-proxy reading.
+
+Output ``inference/causal_cues.json``: settings, per pass its intervention record, match rate and
+AP; per class the unaltered recognition, R / interval / status per intervention, the verdict, the
+attention-proxy reading of ``cue_reading.json`` (when that stage ran) and whether they agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..interventions.passes import completed_passes, pass_dir
+from .causal_cues import CueThresholds, class_statistics, intervention_of, proxy_agrees
+from .run_dir import GroundTruth, RLEMasks, RunDirectory, video_mask_iou
+
+__all__ = ["CausalCues", "REFERENCE_MIN_SCORE"]
+
+REFERENCE_MIN_SCORE = 0.5  # unaltered predictions that stand for objects when there is no ground truth
+
+
+def _unique_rows(preds: list[dict]) -> list[dict]:
+    """One prediction per refiner row (the rows' other (row, class) records share masks and probabilities)."""
+    seen, out = set(), []
+    for p in sorted(preds, key=lambda p: -float(p.get("score", 0.0))):
+        key = p.get("refiner_id", id(p))
+        if key not in seen and p.get("class_probs") is not None:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _masks(preds: list[dict], h: int, w: int) -> list[RLEMasks]:
+    return [RLEMasks(p["segmentations"], h, w) for p in preds]
+
+
+def _best(ious: np.ndarray, min_iou: float) -> list[int | None]:
+    """Per reference row, the column of its best IoU when >= min_iou (None otherwise)."""
+    if ious.size == 0:
+        return [None] * ious.shape[0]
+    cols = ious.argmax(axis=1)
+    return [int(c) if ious[i, c] >= min_iou else None for i, c in enumerate(cols)]
+
+
+class CausalCues:
+    """Reads every finished intervention pass of a run (see the module docstring)."""
+
+    output = "causal_cues.json"
+
+    def __init__(self, run: RunDirectory, gt: GroundTruth | None, thresholds: CueThresholds = CueThresholds()) -> None:
+        self.run, self.gt, self.th = run, gt, thresholds
+        self.passes = completed_passes(run.root)
+        self.pass_runs = {label: RunDirectory(pass_dir(run.root, label)) for label in self.passes}
+        self.use_gt = gt is not None and gt.has_annotations
+        self.unaltered: dict[Any, list[tuple[Any, float]]] = defaultdict(list)
+        self.pairs: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"objects": 0, "matched": 0})
+
+    # ------------------------------------------------------------------ per video
+    def add_video(self, v) -> None:
+        vid = v.video_id
+        dims = self.run.video_dimensions(vid) or {}
+        h, w = (dims.get("original") or [None, None])[:2]
+        plain = _unique_rows(self.run.predictions.get(vid, []))
+        refs = self._references(vid, plain, h, w)
+        if not refs or h is None:
+            return
+        ref_masks = [m for _, _, m in refs]
+        plain_match = _best(video_mask_iou(ref_masks, _masks(plain, h, w)), self.th.min_iou) if plain else [None] * len(refs)
+        p0 = {}
+        for i, (obj, cls, _) in enumerate(refs):
+            j = plain_match[i]
+            if j is not None:
+                p0[i] = float(plain[j]["class_probs"].get(str(cls), 0.0))
+                self.unaltered[cls].append((vid, p0[i]))
+        by_intervention: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for label, info in self.passes.items():
+            order = (info.get("frame_order") or {}).get(str(vid))
+            preds = _unique_rows(self.pass_runs[label].predictions.get(vid, []))
+            if order is None:
+                continue
+            name = intervention_of(label)
+            if name in ("shuffle", "reverse") and len(order) < 2:
+                continue  # a one-frame video: nothing to reorder (documented skip)
+            shown = [RLEMasks([m.rles[t] for t in order], h, w) for m in ref_masks]
+            present = [bool(m.present().any()) for m in shown]
+            match = _best(video_mask_iou(shown, _masks(preds, h, w)), self.th.min_iou) if preds else [None] * len(refs)
+            for i, (obj, cls, _) in enumerate(refs):
+                if i not in p0 or not present[i]:
+                    continue  # not found unaltered, or absent from what this pass showed
+                self.counts[label]["objects"] += 1
+                if match[i] is not None:
+                    self.counts[label]["matched"] += 1
+                    by_intervention[name][i].append(float(preds[match[i]]["class_probs"].get(str(cls), 0.0)))
+        for name, per_obj in by_intervention.items():
+            for i, values in per_obj.items():
+                self.pairs[name][refs[i][1]].append((vid, p0[i], float(np.mean(values))))
+
+    def _references(self, vid, plain: list[dict], h, w) -> list[tuple[Any, Any, RLEMasks]]:
+        """(object id, class, masks) of the reference objects of a video."""
+        if h is None:
+            return []
+        if self.use_gt:
+            anns, masks = self.gt.masks(vid)
+            return [(a["id"], a["category_id"], m) for a, m in zip(anns, masks)]
+        refs = []
+        for p in plain:
+            if float(p.get("score", 0.0)) >= REFERENCE_MIN_SCORE:
+                probs = p["class_probs"]
+                cls = int(max(probs, key=lambda k: probs[k]))
+                refs.append((p.get("refiner_id"), cls, RLEMasks(p["segmentations"], h, w)))
+        return refs
+
+    # ------------------------------------------------------------------ result
+    def finish(self) -> dict:
+        categories = {} if self.gt is None else self.gt.categories
+        num_classes = len(categories) or max(1, len({c for c in self.unaltered}))
+        stats = class_statistics(self.pairs, self.unaltered, num_classes, self.th)
+        proxies = self._proxy_readings()
+        table = []
+        for cls, row in stats.items():
+            cat = categories.get(cls, {})
+            reading = proxies.get(str(cls))
+            row.update(name=cat.get("name", f"class {cls}"), designed_cue=cat.get("cue"), proxy_reading=reading)
+            row["proxy_agrees"] = proxy_agrees(reading, row["verdict"])
+            table.append({
+                "class": row["name"],
+                "category_id": cls,
+                "designed_cue": row["designed_cue"],
+                "verdict": row["verdict"],
+                **{f"R_{k}": v["R"] for k, v in sorted(row["interventions"].items())},
+                "proxy_reading": reading,
+                "proxy_agrees": row["proxy_agrees"],
+            })
+        passes = {}
+        for label, info in self.passes.items():
+            metrics = self.pass_runs[label].metrics or {}
+            c = self.counts.get(label, {"objects": 0, "matched": 0})
+            passes[label] = {
+                "intervention": {k: v for k, v in info.items() if k != "frame_order"},
+                "objects": c["objects"],
+                "matched": c["matched"],
+                "match_rate": None if not c["objects"] else c["matched"] / c["objects"],
+                "AP": (metrics.get("ytvis") or {}).get("AP"),
+                "per_category_AP": metrics.get("per_category_AP"),
+            }
+        th = self.th
+        return {
+            "settings": {
+                "keep": th.keep, "drop": th.drop, "alpha": th.alpha, "n_boot": th.n_boot, "seed": th.seed,
+                "min_pairs": th.min_pairs, "min_iou": th.min_iou,
+                "reference": "ground-truth objects" if self.use_gt else f"unaltered predictions scored >= {REFERENCE_MIN_SCORE}",
+                "statistic": "R = sum(p1) / sum(p0) over matched objects; 95% bootstrap over videos; "
+                "one-sided threshold tests Holm-adjusted across classes",
+            },
+            "unaltered_AP": ((self.run.metrics or {}).get("ytvis") or {}).get("AP"),
+            "passes": passes,
+            "classes": {str(k): v for k, v in stats.items()},
+            "table": table,
+            "random_weights": bool((self.run.run_info or {}).get("random_weights")),
+        }
+
+    def _proxy_readings(self) -> dict[str, str]:
+        """class -> attention-proxy reading from ``cue_reading.json`` (written earlier in this analyze run)."""
+        path = Path(self.run.inference_dir) / "cue_reading.json"
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): r.get("reading") for k, r in (doc.get("readings") or {}).items()}
