@@ -1,8 +1,9 @@
 """Lightning callbacks of the harness: writers, attention capture, rollout, TensorBoard logging."""
 
+from .deletion_curves import DeletionCurves
 from .prediction_writer import PredictionWriter
 
-__all__ = ["PredictionWriter"]
+__all__ = ["DeletionCurves", "PredictionWriter"]
 
 # Attention capture, its background writer and the temporal rollout (appended by the capture helper).
 from .attention_capture import AttentionCapture, VideoCapture  # noqa: E402

@@ -26,7 +26,7 @@ from .errors import UserError, one_line
 __all__ = ["COMMANDS", "build_parser", "describe_error", "main"]
 
 PROG = "dvis_attn_pl"
-COMMANDS = ("test", "predict", "evaluate", "analyze", "fit")
+COMMANDS = ("test", "predict", "evaluate", "analyze", "fit", "control")
 CAPTURE_PRESETS = ("none", "temporal", "decoder", "all")
 MODEL_SOURCES = ("native", "detectron2")
 DEFAULT_MODEL_CONFIG = "tiny_fish"
@@ -221,6 +221,10 @@ def _add_fit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the weights and the samples (default 0)")
     parser.add_argument("--init", metavar="PATH", help="weights to start the (first) stage from, instead of the previous stage's")
     parser.add_argument("--resume", action="store_true", help="continue a stage from <out>/<stage>/checkpoints/last.ckpt")
+    parser.add_argument(
+        "--shuffle-frames", action="store_true",
+        help="show every training clip in a random frame order (a control model that cannot learn order)",
+    )
     _add_hardware_flags(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides (last on the line)")
 
@@ -314,6 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by test or predict")
     _add_analyze_flags(analyze)
     _add_fit_flags(add("fit", "train DVIS-DAQ stage by stage", _FIT_DESCRIPTION, _FIT_EPILOG))
+    control = add(
+        "control", "the control experiment: causal verdicts vs designed cues",
+        "Run the synthetic val split with every intervention (shipped model, random weights, the control model "
+        "trained on shuffled clips), analyse, and write the report.", "",
+    )
+    control.add_argument("--out", metavar="DIR", default="runs/control", help="run directories (default runs/control)")
+    control.add_argument("--report", metavar="MD", default="docs/control_experiment.md", help="report path (default docs/control_experiment.md)")
+    control.add_argument("--interventions", metavar="LIST", default="all", help="interventions (default all)")
+    control.add_argument("--shuffle-k", metavar="K", type=_positive_int, default=3, help="shuffle permutations (default 3)")
+    control.add_argument("--max-videos", metavar="N", type=_positive_int, help="only the first N videos")
+    control.add_argument("--control-weights", metavar="PATH", help="weights of the shuffled-clip control model")
+    control.add_argument("--skip-sanity", action="store_true", help="run the trained model only")
     return parser
 
 

@@ -400,7 +400,12 @@ def run_intervention(args, command: str, run_dir: Path, intervention, dataset, m
         return
     unaltered = UnalteredRun(run_dir) if intervention.family == "input" else None
     videos = AlteredVideos(dataset, intervention, unaltered) if intervention.family == "input" else dataset
-    trainer = build_trainer(args, out, [PredictionWriter(out), VideoProgressBar()], tensorboard=False)
+    callbacks = [PredictionWriter(out), VideoProgressBar()]
+    if intervention.family == "probe":  # deletion curves: edits the records before the writer stores them
+        from callbacks import DeletionCurves
+
+        callbacks.insert(0, DeletionCurves(seed=intervention.seed))
+    trainer = build_trainer(args, out, callbacks, tensorboard=False)
     metric = None
     if command == "test":
         from .metrics import YTVISMetric

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..interventions.passes import completed_passes, pass_dir
-from .causal_cues import CueThresholds, class_statistics, intervention_of, proxy_agrees
+from .causal_cues import CueThresholds, class_statistics, deletion_faithfulness, intervention_of, proxy_agrees
 from .run_dir import GroundTruth, RLEMasks, RunDirectory, video_mask_iou
 
 __all__ = ["CausalCues", "REFERENCE_MIN_SCORE"]
@@ -52,14 +52,15 @@ class CausalCues:
 
     output = "causal_cues.json"
 
-    def __init__(self, run: RunDirectory, gt: GroundTruth | None, thresholds: CueThresholds = CueThresholds()) -> None:
-        self.run, self.gt, self.th = run, gt, thresholds
+    def __init__(self, run: RunDirectory, gt: GroundTruth | None, thresholds: CueThresholds | None = None) -> None:
+        self.run, self.gt, self.th = run, gt, thresholds or CueThresholds()
         self.passes = completed_passes(run.root)
         self.pass_runs = {label: RunDirectory(pass_dir(run.root, label)) for label in self.passes}
         self.use_gt = gt is not None and gt.has_annotations
         self.unaltered: dict[Any, list[tuple[Any, float]]] = defaultdict(list)
         self.pairs: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"objects": 0, "matched": 0})
+        self.deletion: list[tuple[Any, dict, list[float]]] = []  # (video, deletion record, frame importance)
 
     # ------------------------------------------------------------------ per video
     def add_video(self, v) -> None:
@@ -73,13 +74,16 @@ class CausalCues:
         ref_masks = [m for _, _, m in refs]
         plain_match = _best(video_mask_iou(ref_masks, _masks(plain, h, w)), self.th.min_iou) if plain else [None] * len(refs)
         p0 = {}
-        for i, (obj, cls, _) in enumerate(refs):
+        for i, (_, cls, _) in enumerate(refs):
             j = plain_match[i]
             if j is not None:
                 p0[i] = float(plain[j]["class_probs"].get(str(cls), 0.0))
                 self.unaltered[cls].append((vid, p0[i]))
         by_intervention: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for label, info in self.passes.items():
+            if info.get("family") == "probe":
+                self._add_deletion(vid, label)
+                continue
             order = (info.get("frame_order") or {}).get(str(vid))
             preds = _unique_rows(self.pass_runs[label].predictions.get(vid, []))
             if order is None:
@@ -90,7 +94,7 @@ class CausalCues:
             shown = [RLEMasks([m.rles[t] for t in order], h, w) for m in ref_masks]
             present = [bool(m.present().any()) for m in shown]
             match = _best(video_mask_iou(shown, _masks(preds, h, w)), self.th.min_iou) if preds else [None] * len(refs)
-            for i, (obj, cls, _) in enumerate(refs):
+            for i, (_, cls, _) in enumerate(refs):
                 if i not in p0 or not present[i]:
                     continue  # not found unaltered, or absent from what this pass showed
                 self.counts[label]["objects"] += 1
@@ -100,6 +104,11 @@ class CausalCues:
         for name, per_obj in by_intervention.items():
             for i, values in per_obj.items():
                 self.pairs[name][refs[i][1]].append((vid, p0[i], float(np.mean(values))))
+
+    def _add_deletion(self, vid, label: str) -> None:
+        for p in _unique_rows(self.pass_runs[label].predictions.get(vid, [])):
+            if p.get("deletion") and p.get("frame_importance") and float(p.get("score", 0.0)) >= REFERENCE_MIN_SCORE:
+                self.deletion.append((vid, p["deletion"], p["frame_importance"]))
 
     def _references(self, vid, plain: list[dict], h, w) -> list[tuple[Any, Any, RLEMasks]]:
         """(object id, class, masks) of the reference objects of a video."""
@@ -163,6 +172,11 @@ class CausalCues:
             "classes": {str(k): v for k, v in stats.items()},
             "table": table,
             "random_weights": bool((self.run.run_info or {}).get("random_weights")),
+            "faithfulness": None if not self.deletion else {
+                "importance": "frame_importance (the refiner's temporal pooling weights)",
+                "predictions": f"top predictions scored >= {REFERENCE_MIN_SCORE} (one per refiner row)",
+                **deletion_faithfulness(self.deletion, self.th.n_boot, self.th.seed),
+            },
         }
 
     def _proxy_readings(self) -> dict[str, str]:

@@ -410,6 +410,16 @@ class RunVisuals:
                 self.board.add_text_table("summary/cue_reading", cues["table"],
                                           [c for c, _ in CUE_TABLE_COLUMNS],
                                           preamble=cues["control_experiment"]["note"])
+        causal = results.get("causal")
+        if causal is not None and self.board is not None:
+            columns = ["class", "designed_cue", "verdict"] + sorted(
+                {k for row in causal["table"] for k in row if k.startswith("R_")}
+            ) + ["proxy_reading", "proxy_agrees"]
+            self.board.add_text_table(
+                "summary/causal_cues", causal["table"], columns,
+                preamble="Causal verdict per class from the intervention passes (R = p altered / p unaltered; "
+                "inference/causal_cues.json has the intervals and tests) beside the attention-proxy reading.",
+            )
         self._timed("plots" if self.do_plots else "tensorboard", t0)
         if self.board is not None:
             t0 = time.perf_counter()

@@ -8,6 +8,7 @@ the command-line flags into :class:`~dvis_attn_pl.analysis.pipeline.AnalyzeOptio
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -70,4 +71,20 @@ def run_analyze(args: argparse.Namespace) -> int:
     parts = [", ".join(jsons)] if jsons else []
     parts += [f"{n} files under {g}/" for g, n in sorted(counts.items()) if g not in ("inference",)]
     print(f"dvis_attn_pl analyze: wrote {'; '.join(parts) or 'nothing'} in {run_dir}", file=sys.stderr)
+    causal = next((p for p in report.written if p.name == "causal_cues.json"), None)
+    if causal is not None:
+        print(_causal_table(json.loads(causal.read_text())))
     return 0
+
+
+def _causal_table(doc: dict) -> str:
+    """The causal verdicts beside the attention-proxy readings, one line per class."""
+    lines = [f"{'class':<18} {'designed':<10} {'causal verdict':<22} {'R freeze':>9} {'R shuffle':>9}  proxy reading"]
+    for row in doc.get("table", []):
+        r_f, r_s = row.get("R_freeze"), row.get("R_shuffle")
+        lines.append(
+            f"{str(row['class'])[:18]:<18} {str(row.get('designed_cue') or '-'):<10} {row['verdict']:<22} "
+            f"{'-' if r_f is None else f'{r_f:.2f}':>9} {'-' if r_s is None else f'{r_s:.2f}':>9}  "
+            f"{row.get('proxy_reading') or '-'}"
+        )
+    return "\n".join(lines)

@@ -37,5 +37,6 @@ def run_fit(args: argparse.Namespace) -> int:
             strategy=args.strategy,
             precision=args.precision,
             num_nodes=args.num_nodes,
+            shuffle_frames=args.shuffle_frames,
         )
     )

@@ -5,7 +5,9 @@ Two families:
 * **input** interventions alter the frames the model sees (and the ground truth the same way, so
   AP and matching stay meaningful): ``freeze``, ``shuffle``, ``reverse``, ``silhouette``;
 * **model** knockouts change one computation inside the model through forward hooks, frames
-  unchanged: ``uniform_pooling``, ``no_time_attention``, ``tracker_memory_cut``.
+  unchanged: ``uniform_pooling``, ``no_time_attention``, ``tracker_memory_cut``;
+* the **probe** ``deletion`` runs the video unaltered and re-runs the refiner on subsets of its
+  frames (deletion curves of the frame importance: ``callbacks.DeletionCurves``).
 
 ``--interventions freeze,shuffle`` runs each after the unaltered pass; ``shuffle`` runs
 ``--shuffle-k`` seeded permutations, each its own pass (``shuffle-1`` ...).
@@ -31,7 +33,7 @@ class InterventionKind:
     """A documented intervention: what it removes, what it keeps."""
 
     name: str
-    family: str  # "input" or "model"
+    family: str  # "input", "model" or "probe"
     removes: str
     keeps: str
 
@@ -74,6 +76,13 @@ INTERVENTIONS: dict[str, InterventionKind] = {
             "model",
             removes="the refiner's time self-attention (each frame attends only to itself)",
             keeps="the temporal convolution (if on), object attention, the pooling",
+        ),
+        InterventionKind(
+            "deletion",
+            "probe",
+            removes="for each top prediction, frames of the refiner's input: most important first, least "
+            "important first, at random, and each frame alone (deletion curves)",
+            keeps="the unaltered pass's frames, segmenter and tracker (frames are removed from the refiner only)",
         ),
         InterventionKind(
             "tracker_memory_cut",

@@ -107,7 +107,26 @@ class OfflineLastInference(LastInference):
     present: torch.Tensor | None = None  # (N, T) bool: frames where the row has its own data
     pooling_weights: torch.Tensor | None = None  # (N, T) float32, host
     class_logits: torch.Tensor | None = None  # (N, K+1) the refiner's class logits, host
+    refiner_inputs: RefinerInputs | None = None  # only when ``keep_refiner_inputs`` is set (probes)
     online_scores: list[float] = field(default_factory=list)  # every collected sequence's fg score
+
+
+@dataclass
+class RefinerInputs:
+    """What the refiner read for one video (model device): enough to run it again on a subset of frames."""
+
+    instance_embeds: torch.Tensor  # (N, T, C)
+    frame_embeds: torch.Tensor  # (T, Q, C)
+
+    def run(self, refiner: TemporalRefiner, frame_sets: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, N, K+1) of the refiner shown only the frames ``frame_sets`` (B, T') of each
+        variant (one batch: every variant keeps the same number of frames)."""
+        idx = frame_sets.to(self.instance_embeds.device)
+        inst = self.instance_embeds[:, idx].permute(1, 3, 2, 0)  # (N, B, T', C) -> (B, C, T', N)
+        frames = self.frame_embeds[idx].permute(0, 3, 1, 2)  # (B, T', Q, C) -> (B, C, T', Q)
+        out = refiner.refine(inst, frames)  # (B, T', N, C)
+        logits, _ = refiner.classify(refiner.decoder_norm(out))
+        return logits
 
 
 def official_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -129,6 +148,7 @@ class DVISDAQOffline(DVISDAQOnline):
             raise ValueError(f"MODEL.VIDEO_HEAD.OFFLINE_TOPK_NUM must be >= 0, got {self.offline_topk}")
         self.fish_compat = compat_mode(cfg) == "fish-dvis"
         self.mask_feature_device: torch.device | str | None = None  # None: the model's device
+        self.keep_refiner_inputs = False  # set by probes that re-run the refiner (deletion curves)
 
     # ------------------------------------------------------------------ windows
     def track_window(self, window: TrackerWindow, start_frame: int, resume: bool) -> None:
@@ -289,6 +309,8 @@ class DVISDAQOffline(DVISDAQOnline):
         if len(instances) <= 1:  # official: a single refiner instance gives an empty result
             return empty_vis_output(video.image_size)
         refined = self.run_refiner(video, feats, instances)
+        if self.keep_refiner_inputs:
+            info.refiner_inputs = RefinerInputs(instances.embeds, feats.frame_embeds)
         pooling = refined["pooling_weights"][0].float().cpu()  # (N, T)
         info.pooling_weights = pooling
         info.class_logits = refined["pred_logits"][0, 0].float().cpu()

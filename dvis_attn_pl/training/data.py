@@ -115,10 +115,14 @@ def clip_of(video: TrainVideo, start: int, length: int, flip: bool) -> Clip:
 class ClipSamples(Dataset):
     """``length`` samples, sample ``i`` = ``clips_per_sample`` clips drawn with generator seed (seed, i).
 
-    ``clip_frames`` 1 gives single frames (the segmenter stage).
+    ``clip_frames`` 1 gives single frames (the segmenter stage). ``shuffle_frames`` permutes each clip's
+    frames (and targets) at random: a control model trained so cannot learn the order of frames.
     """
 
-    def __init__(self, videos: list[TrainVideo], length: int, clip_frames: int, clips_per_sample: int, seed: int):
+    def __init__(
+        self, videos: list[TrainVideo], length: int, clip_frames: int, clips_per_sample: int, seed: int,
+        shuffle_frames: bool = False,
+    ):
         if not videos:
             raise UserError("no annotated video to train on")
         self.videos = videos
@@ -126,6 +130,7 @@ class ClipSamples(Dataset):
         self.clip_frames = clip_frames
         self.clips_per_sample = clips_per_sample
         self.seed = seed
+        self.shuffle_frames = shuffle_frames
 
     def __len__(self) -> int:
         return self.length
@@ -137,7 +142,11 @@ class ClipSamples(Dataset):
             video = self.videos[int(rng.integers(len(self.videos)))]
             length = min(self.clip_frames, video.num_frames)
             start = int(rng.integers(video.num_frames - length + 1))
-            clips.append(clip_of(video, start, length, flip=bool(rng.random() < 0.5)))
+            clip = clip_of(video, start, length, flip=bool(rng.random() < 0.5))
+            if self.shuffle_frames:
+                order = torch.as_tensor(rng.permutation(length))
+                clip = Clip(frames=clip.frames[order], padded=clip.padded, masks=clip.masks[:, order], labels=clip.labels)
+            clips.append(clip)
         return clips
 
 

@@ -65,6 +65,7 @@ class FitOptions:
     strategy: str
     precision: str
     num_nodes: int
+    shuffle_frames: bool = False  # control models: every training clip in a random frame order
 
 
 def _log(message: str) -> None:
@@ -221,7 +222,10 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         enable_model_summary=False,
     )
     # one epoch of exactly max_steps steps on every rank (each rank draws its own share)
-    samples = ClipSamples(videos, max_steps * batch_size * trainer.world_size, defaults.clip_frames, 1, opt.seed)
+    samples = ClipSamples(
+        videos, max_steps * batch_size * trainer.world_size, defaults.clip_frames, 1, opt.seed,
+        shuffle_frames=opt.shuffle_frames,
+    )
     resume_from = ckpt_dir / "last.ckpt"
     ckpt_path = str(resume_from) if opt.resume and resume_from.is_file() else None
     if opt.resume and ckpt_path is None:
@@ -242,6 +246,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         "batch_size": batch_size,
         "lr": lr,
         "seed": opt.seed,
+        "shuffle_frames": opt.shuffle_frames,
         "seconds": round(seconds, 1),
         "steps_per_second": round(trainer.global_step / max(seconds, 1e-9), 3),
         "init": str(init) if init else None,

@@ -1,0 +1,62 @@
+"""``python -m dvis_attn_pl control``: the control experiment, one command, one report.
+
+Runs the synthetic val split with every intervention through ``test`` and ``analyze`` (each a
+subprocess, exactly as a user would run them) for the shipped trained model, the same config with
+random weights, and (when its weights exist) the control model trained on frame-shuffled clips;
+then writes the report (:mod:`dvis_attn_pl.analysis.control_report`) and its plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def _run(argv: list[str], what: str) -> None:
+    print(f"dvis_attn_pl control: {what}: {' '.join(argv)}", file=sys.stderr, flush=True)
+    done = subprocess.run([sys.executable, "-m", "dvis_attn_pl", *argv], check=False)
+    if done.returncode != 0:
+        raise UserError(f"{what}: 'dvis_attn_pl {' '.join(argv)}' failed with exit status {done.returncode}")
+
+
+def _causal(run_dir: Path, args: argparse.Namespace, extra: list[str], what: str) -> dict:
+    test = ["test", "--out", str(run_dir), "--interventions", args.interventions, "--shuffle-k", str(args.shuffle_k),
+            "--capture", "temporal", *extra]
+    if args.max_videos:
+        test += ["--max-videos", str(args.max_videos)]
+    _run(test, what)
+    _run(["analyze", str(run_dir), "--only", "cues,causal", "--no-video", "--no-tensorboard"], f"{what} (analyze)")
+    return json.loads((run_dir / "inference" / "causal_cues.json").read_text())
+
+
+def run_control(args: argparse.Namespace) -> int:
+    """Run the control experiment and write its report; returns the exit status."""
+    from ..analysis.control_report import goal_summary, plot_ratios, render_report
+    from ..weights import SHIPPED_WEIGHTS
+
+    out = Path(args.out)
+    report = Path(args.report)
+    control_weights = Path(args.control_weights) if args.control_weights else SHIPPED_WEIGHTS.with_name(
+        "tiny_fish_shuffled_control.safetensors"
+    )
+    if args.control_weights and not control_weights.is_file():
+        raise UserError(f"{control_weights}: control weights not found")
+    runs = {"trained": _causal(out / "trained", args, [], "trained model")}
+    if not args.skip_sanity:
+        runs["random"] = _causal(out / "random", args, ["--random-weights"], "random weights")
+        if control_weights.is_file():
+            extra = ["--model-config", "tiny_fish", "--ckpt", str(control_weights)]
+            runs["control"] = _causal(out / "control", args, extra, "control model (shuffled training)")
+    plot = report.with_suffix("").name + "_ratios.png"
+    plot_ratios(runs["trained"], report.parent / plot)
+    command = "python -m dvis_attn_pl control " + " ".join(sys.argv[2:])
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render_report(runs, command.strip(), plot), encoding="utf-8")
+    (out / "control_experiment.json").write_text(json.dumps({**runs, "goals": goal_summary(runs["trained"])}, indent=1))
+    print(f"dvis_attn_pl control: wrote {report} and {report.parent / plot}", file=sys.stderr)
+    return 0

@@ -1,0 +1,260 @@
+"""Interventions: parsing, frame orders, altered frames and ground truth, knockouts, the verdict rules
+on constructed cases, and a real run through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dvis_attn_pl.analysis.causal_cues import (
+    CueThresholds,
+    class_statistics,
+    decide,
+    deletion_faithfulness,
+    intervention_of,
+    proxy_agrees,
+)
+from dvis_attn_pl.config import config_path, load_config
+from dvis_attn_pl.data.rle import decode_rle
+from dvis_attn_pl.data.synthetic import ensure_synthetic_dataset
+from dvis_attn_pl.errors import UserError
+from dvis_attn_pl.interventions import AlteredVideos, Intervention, frame_order, knockout, parse_interventions
+from dvis_attn_pl.interventions.frames import SILHOUETTE_BACKGROUND, SILHOUETTE_OBJECT
+from dvis_attn_pl.runner import build_dataset, build_weighted_model
+from tests.cli_run import run_cli
+
+# ----------------------------------------------------------------------------- parsing and orders
+
+
+def test_parse_expands_shuffle_and_all():
+    passes = parse_interventions("freeze,shuffle", shuffle_k=3, seed=5)
+    assert [p.label for p in passes] == ["freeze", "shuffle-1", "shuffle-2", "shuffle-3"]
+    assert [p.seed for p in passes[1:]] == [5, 6, 7]
+    every = parse_interventions("all", shuffle_k=1)
+    assert {intervention_of(p.label) for p in every} == {
+        "freeze", "shuffle", "reverse", "silhouette", "uniform_pooling", "no_time_attention", "tracker_memory_cut"
+    }
+
+
+@pytest.mark.parametrize("text", ["blur", "freeze,zoom", " , "])
+def test_parse_refuses_unknown(text):
+    with pytest.raises(UserError, match="--interventions"):
+        parse_interventions(text)
+
+
+def test_parse_refuses_bad_freeze_frame():
+    with pytest.raises(UserError, match="--freeze-frame"):
+        parse_interventions("freeze", freeze_frame="last")
+
+
+def test_frame_orders():
+    t = 9
+    assert frame_order(Intervention("reverse", "reverse"), t, 1) == list(range(t))[::-1]
+    a = frame_order(Intervention("shuffle", "shuffle-1", seed=0), t, 1)
+    assert sorted(a) == list(range(t)) and a != list(range(t))
+    assert a == frame_order(Intervention("shuffle", "shuffle-1", seed=0), t, 1)  # same on every rank and rerun
+    assert a != frame_order(Intervention("shuffle", "shuffle-2", seed=1), t, 1)
+    assert frame_order(Intervention("freeze", "freeze"), t, 1) == [t // 2] * t
+    assert frame_order(Intervention("freeze", "freeze", freeze_frame="first"), t, 1) == [0] * t
+    assert frame_order(Intervention("shuffle", "shuffle-1"), 1, 1) == [0]  # one frame: nothing to shuffle
+
+
+# ----------------------------------------------------------------------------- altered videos
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    root = ensure_synthetic_dataset()
+    cfg = load_config(config_path("tiny_fish"))
+    ds, _ = build_dataset(root / "valid.json", root / "JPEGImages", cfg, 2)
+    return ds
+
+
+def test_altered_frames_and_ground_truth_follow_the_order(dataset):
+    item = dataset[0]
+    frames = item["image"].materialize()
+    for intervention in (Intervention("reverse", "reverse"), Intervention("shuffle", "shuffle-1", seed=3)):
+        altered = AlteredVideos(dataset, intervention)[0]
+        order = altered["intervention"]["order"]
+        shown = list(altered["image"])
+        assert len(shown) == len(frames)
+        for t, j in enumerate(order):
+            assert torch.equal(shown[t], frames[j])
+        for a, b in zip(altered["annotations"], item["annotations"]):
+            assert a["segmentations"] == [b["segmentations"][j] for j in order]
+            assert a["areas"] == [b["areas"][j] for j in order]
+
+
+def test_silhouette_draws_the_masks_flat(dataset):
+    item = dataset[0]
+    altered = AlteredVideos(dataset, Intervention("silhouette", "silhouette"))[0]
+    t = 0
+    frame = altered["image"][t].permute(1, 2, 0).numpy()
+    colours = {tuple(c) for c in frame.reshape(-1, 3).tolist()}
+    assert colours <= {SILHOUETTE_BACKGROUND, SILHOUETTE_OBJECT}
+    union = np.zeros(frame.shape[:2], dtype=bool)
+    for ann in item["annotations"]:
+        if ann["segmentations"][t] is not None:
+            union |= decode_rle(ann["segmentations"][t]).astype(bool)
+    assert union.any()
+    drawn = (frame == SILHOUETTE_OBJECT).all(axis=2)
+    assert np.array_equal(drawn, union)  # tiny_fish does not resize the 240x320 frames
+
+
+def test_silhouette_without_masks_is_refused(dataset, monkeypatch):
+    monkeypatch.setattr(type(dataset), "has_annotations", property(lambda self: False))
+    with pytest.raises(UserError, match="silhouette"):
+        AlteredVideos(dataset, Intervention("silhouette", "silhouette"))
+
+
+# ----------------------------------------------------------------------------- knockouts
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = load_config(config_path("tiny_fish"))
+    from dvis_attn_pl.weights import shipped_weights
+
+    return build_weighted_model(cfg, str(shipped_weights()), False).eval()
+
+
+def _run(model, item):
+    with torch.no_grad():
+        out = model([item])
+    return out, model.last_inference
+
+
+@pytest.mark.parametrize("name", ["uniform_pooling", "no_time_attention", "tracker_memory_cut"])
+def test_knockout_changes_the_model_and_leaves_it_as_it_was(model, dataset, name):
+    item = dataset[1]
+    _, before = _run(model, item)
+    with knockout(model, Intervention(name, name)):
+        _, altered = _run(model, item)
+    _, after = _run(model, item)
+    assert torch.equal(before.class_logits, after.class_logits)  # hooks removed
+    assert not torch.allclose(before.class_logits, altered.class_logits)
+    if name == "uniform_pooling":
+        t = altered.pooling_weights.shape[1]
+        assert torch.allclose(altered.pooling_weights, torch.full_like(altered.pooling_weights, 1 / t))
+
+
+# ----------------------------------------------------------------------------- verdict rules
+
+
+def _pairs(videos: int, p0: float, p1: float, noise: float, seed: int):
+    rng = np.random.default_rng(seed)
+    out = []
+    for v in range(videos):
+        a = float(np.clip(p0 + rng.normal(0, noise), 0.01, 1))
+        b = float(np.clip(p1 + rng.normal(0, noise), 0.0, 1))
+        out.append((v, a, b))
+    return out
+
+
+def test_verdicts_on_constructed_cases():
+    # class: (freeze p1, shuffle p1) with p0 = 0.9
+    design = {
+        "app": (0.9, 0.9, "appearance"),
+        "set": (0.1, 0.88, "frame-set integration"),
+        "ord": (0.1, 0.1, "ordered motion"),
+        "mix": (0.63, 0.9, "mixed"),
+    }
+    pairs = {"freeze": {}, "shuffle": {}}
+    unaltered = {}
+    for i, (c, (fz, sh, _)) in enumerate(design.items()):
+        pairs["freeze"][c] = _pairs(20, 0.9, fz, 0.02, i)
+        pairs["shuffle"][c] = _pairs(20, 0.9, sh, 0.02, 10 + i)
+        unaltered[c] = [(v, p0) for v, p0, _ in pairs["freeze"][c]]
+    # a class the model does not know, and one whose freeze ratio is pure noise around the keep threshold
+    unaltered["weak"] = [(v, 0.1) for v in range(20)]
+    pairs["freeze"]["weak"] = [(v, 0.1, 0.1) for v in range(20)]
+    noisy = _pairs(4, 0.9, 0.8, 0.3, 99)
+    pairs["freeze"]["noisy"] = noisy
+    unaltered["noisy"] = [(v, p0) for v, p0, _ in noisy]
+    stats = class_statistics(pairs, unaltered, num_classes=5, th=CueThresholds(n_boot=1000))
+    for c, (_, _, verdict) in design.items():
+        assert stats[c]["verdict"] == verdict, (c, stats[c])
+    assert stats["weak"]["verdict"] == "not recognised"
+    assert stats["noisy"]["verdict"] == "undetermined"
+
+
+def test_decide_needs_shuffle_after_a_freeze_drop():
+    assert decide({"freeze": "drops"}, recognised=True)[0] == "undetermined"
+    assert decide({"freeze": "drops", "shuffle": "undetermined"}, recognised=True)[0] == "undetermined"
+    assert decide({"freeze": "keeps"}, recognised=False)[0] == "not recognised"
+
+
+def test_proxy_agreement():
+    assert proxy_agrees("appearance-based", "appearance") is True
+    assert proxy_agrees("motion-based", "ordered motion") is True
+    assert proxy_agrees("motion-based", "appearance") is False
+    assert proxy_agrees("inconclusive", "appearance") is None
+    assert proxy_agrees("appearance-based", "undetermined") is None
+
+
+# ----------------------------------------------------------------------------- through the CLI
+
+
+def test_cli_interventions_real_config_random_weights(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(["test", "--random-weights", "--max-videos", "2", "--capture", "none", "--out", str(out),
+                 "--interventions", "freeze,shuffle,no_time_attention", "--shuffle-k", "2"], threads=2, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for label in ("freeze", "shuffle-1", "shuffle-2", "no_time_attention"):
+        info = json.loads((out / "interventions" / label / "intervention.json").read_text())
+        assert info["label"] == label and set(info["frame_order"]) == {"1", "2"} or len(info["frame_order"]) == 2
+        assert (out / "interventions" / label / "inference" / "results.json").is_file()
+        assert (out / "interventions" / label / "inference" / "metrics.json").is_file()
+    temporal = json.loads((out / "inference" / "results_temporal.json").read_text())
+    assert temporal and all(abs(sum(p["class_probs"].values()) - 1) < 1.01 for p in temporal)
+    r = run_cli(["analyze", str(out), "--only", "cues,causal", "--no-video"], threads=2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads((out / "inference" / "causal_cues.json").read_text())
+    assert doc["random_weights"] is True
+    # random weights: no confident verdict
+    assert {row["verdict"] for row in doc["classes"].values()} <= {"not recognised", "undetermined"}
+
+
+def test_cli_unknown_intervention_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(["test", "--random-weights", "--max-videos", "1", "--out", str(out), "--interventions", "blur"])
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "unknown intervention 'blur'" in r.stderr
+    assert not out.exists()
+
+
+def test_deletion_faithfulness_on_constructed_curves():
+    fr = [0.0, 0.25, 0.5, 0.75]
+    faithful = {"fractions": fr, "importance_first": [0.9, 0.5, 0.3, 0.1], "least_first": [0.9, 0.88, 0.85, 0.6],
+                "random_mean": [0.9, 0.75, 0.6, 0.4]}
+    rng = np.random.default_rng(0)
+    instances = []
+    for v in range(10):
+        w = rng.dirichlet(np.ones(8))
+        instances.append((v, {**faithful, "loo_effect": (w * 0.5 + rng.normal(0, 0.001, 8)).tolist()}, w.tolist()))
+    doc = deletion_faithfulness(instances, n_boot=500)
+    assert doc["area_random_minus_importance"]["ci95"][0] > 0
+    assert doc["spearman"]["mean"] > 0.9 and abs(doc["spearman_random"]["mean"]) < 0.2
+    assert doc["spearman_gain"]["ci95"][0] > 0
+    unfaithful = [(v, {**d, "importance_first": d["random_mean"]}, list(reversed(w))) for v, d, w in instances]
+    doc = deletion_faithfulness(unfaithful, n_boot=500)
+    assert doc["area_random_minus_importance"]["mean"] == 0
+
+
+def test_cli_deletion_curves_start_at_the_pass_probability(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(["test", "--max-videos", "1", "--capture", "none", "--out", str(out), "--interventions", "deletion"],
+                threads=2, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    records = json.loads((out / "interventions" / "deletion" / "inference" / "results_temporal.json").read_text())
+    with_curves = [p for p in records if "deletion" in p]
+    assert with_curves
+    for p in with_curves:
+        d = p["deletion"]
+        assert len(d["importance_first"]) == len(d["fractions"]) == len(d["random_mean"])
+        assert len(d["loo_effect"]) == len(p["frame_importance"])
+        # nothing removed: the refiner re-run reproduces the pass's own class probability
+        assert d["importance_first"][0] == pytest.approx(p["class_probs"][str(p["category_id"])], abs=1e-4)
