@@ -112,6 +112,7 @@ Trailing KEY VALUE pairs override the model config, as with the official tools; 
 _TEST_EPILOG = """\
 examples:
   python -m dvis_attn_pl test
+  python -m dvis_attn_pl test --interventions all --out runs/probe   # causal cue tests (docs/interventions.md)
   python -m dvis_attn_pl test --ckpt DAQ_Online_R50_ytvis19.pth \\
       --model-config configs/dvis_daq_r50_online_ytvis19.yaml \\
       --data ytvis_2019/valid.json --frames ytvis_2019/valid/JPEGImages --out runs/r50
@@ -165,6 +166,13 @@ Train DVIS-DAQ in the official stages, each starting from the previous stage's w
 Each stage writes <out>/<stage>/model_final.safetensors in the official key layout (test --ckpt
 loads it strictly), stage.json (steps, time, val AP) and TensorBoard events under <out>/tensorboard.
 Without --data it trains on the synthetic fish train split and validates on the embedded set."""
+
+_CONTROL_EPILOG = """\
+examples:
+  python -m dvis_attn_pl control                                 # writes docs/control_experiment.md
+  python -m dvis_attn_pl control --held-out-videos 30 --out runs/control30
+  python -m dvis_attn_pl control --skip-sanity --max-videos 4 --report /tmp/report.md
+"""
 
 _FIT_EPILOG = """\
 examples:
@@ -321,15 +329,24 @@ def build_parser() -> argparse.ArgumentParser:
     control = add(
         "control", "the control experiment: causal verdicts vs designed cues",
         "Run the synthetic val split with every intervention (shipped model, random weights, the control model "
-        "trained on shuffled clips), analyse, and write the report.", "",
+        "trained on shuffled clips), analyse, and write the report (see docs/interventions.md).", _CONTROL_EPILOG,
     )
     control.add_argument("--out", metavar="DIR", default="runs/control", help="run directories (default runs/control)")
     control.add_argument("--report", metavar="MD", default="docs/control_experiment.md", help="report path (default docs/control_experiment.md)")
     control.add_argument("--interventions", metavar="LIST", default="all", help="interventions (default all)")
     control.add_argument("--shuffle-k", metavar="K", type=_positive_int, default=3, help="shuffle permutations (default 3)")
     control.add_argument("--max-videos", metavar="N", type=_positive_int, help="only the first N videos")
+    control.add_argument(
+        "--held-out-videos", metavar="N", type=_positive_int,
+        help="run a held-out synthetic split of N videos (seed 2) instead of the 12-video val split, for "
+        "narrower intervals",
+    )
     control.add_argument("--control-weights", metavar="PATH", help="weights of the shuffled-clip control model")
     control.add_argument("--skip-sanity", action="store_true", help="run the trained model only")
+    control.add_argument(
+        "--record", action="store_true",
+        help="maintainers: record whether the attention proxies agreed (labels them validated or descriptive only)",
+    )
     return parser
 
 

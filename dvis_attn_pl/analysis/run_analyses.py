@@ -372,6 +372,11 @@ class CueReading:
             "prediction's tracked instance was present"
         )
         declares = self.gt is not None and self.gt.declares_cues
+        from .proxy_validation import proxy_status
+
+        doc["proxy_status"] = proxy_status()
+        for row in table:
+            row["status"] = doc["proxy_status"]["status"]
         doc["control_experiment"] = {
             "dataset_declares_cues": declares,
             "note": (_RANDOM_NOTE if self.weights_random else _TRAINED_NOTE) if declares else

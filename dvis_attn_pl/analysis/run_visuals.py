@@ -409,7 +409,7 @@ class RunVisuals:
             if self.board is not None:
                 self.board.add_text_table("summary/cue_reading", cues["table"],
                                           [c for c, _ in CUE_TABLE_COLUMNS],
-                                          preamble=cues["control_experiment"]["note"])
+                                          preamble=_proxy_preamble(cues))
         causal = results.get("causal")
         if causal is not None and self.board is not None:
             columns = ["class", "designed_cue", "verdict"] + sorted(
@@ -487,3 +487,12 @@ class RunVisuals:
         if self._tb_tmp is not None:
             shutil.rmtree(self._tb_tmp, ignore_errors=True)
             self._tb_tmp = None
+
+
+def _proxy_preamble(cues: dict) -> str:
+    """The cue table's note, led by whether the control experiment validated the proxies."""
+    status = cues.get("proxy_status") or {}
+    lead = ""
+    if status.get("status") == "descriptive only":
+        lead = f"**Descriptive only**: {status.get('why', '')}; these readings say where attention goes, not what the decision depends on (see the causal verdicts).\n\n"
+    return lead + cues["control_experiment"]["note"]

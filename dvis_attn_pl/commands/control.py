@@ -16,6 +16,8 @@ from pathlib import Path
 
 from ..errors import UserError
 
+HELD_OUT_SEED = 2  # the synthetic train split is seed 1, the embedded val split seed 0
+
 
 def _run(argv: list[str], what: str) -> None:
     print(f"dvis_attn_pl control: {what}: {' '.join(argv)}", file=sys.stderr, flush=True)
@@ -29,6 +31,8 @@ def _causal(run_dir: Path, args: argparse.Namespace, extra: list[str], what: str
             "--capture", "temporal", *extra]
     if args.max_videos:
         test += ["--max-videos", str(args.max_videos)]
+    if args.data_json is not None:
+        test += ["--data", str(args.data_json), "--frames", str(args.data_json.parent / "JPEGImages")]
     _run(test, what)
     _run(["analyze", str(run_dir), "--only", "cues,causal", "--no-video", "--no-tensorboard"], f"{what} (analyze)")
     return json.loads((run_dir / "inference" / "causal_cues.json").read_text())
@@ -46,6 +50,11 @@ def run_control(args: argparse.Namespace) -> int:
     )
     if args.control_weights and not control_weights.is_file():
         raise UserError(f"{control_weights}: control weights not found")
+    args.data_json = None
+    if args.held_out_videos:  # a larger held-out split of the same generator (train: seed 1, val: seed 0)
+        from ..data.synthetic import ensure_synthetic_dataset
+
+        args.data_json = ensure_synthetic_dataset(num_videos=args.held_out_videos, seed=HELD_OUT_SEED) / "valid.json"
     runs = {"trained": _causal(out / "trained", args, [], "trained model")}
     if not args.skip_sanity:
         runs["random"] = _causal(out / "random", args, ["--random-weights"], "random weights")
@@ -58,5 +67,9 @@ def run_control(args: argparse.Namespace) -> int:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_report(runs, command.strip(), plot), encoding="utf-8")
     (out / "control_experiment.json").write_text(json.dumps({**runs, "goals": goal_summary(runs["trained"])}, indent=1))
+    if args.record:
+        from ..analysis.proxy_validation import write_record
+
+        print(f"dvis_attn_pl control: recorded {write_record(goal_summary(runs['trained']), str(report))}", file=sys.stderr)
     print(f"dvis_attn_pl control: wrote {report} and {report.parent / plot}", file=sys.stderr)
     return 0
