@@ -501,10 +501,8 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _wants_traceback(exc: BaseException) -> bool:
-    """A traceback only for what may be a bug; environment problems and injected faults get one line."""
-    from .fault_injection import InjectedFault
-
-    return not isinstance(exc, (UserError, InjectedFault, MemoryError)) and _os_error(exc) is None
+    """A traceback only for what may be a bug; environment problems (out of memory, files) get one line."""
+    return not isinstance(exc, (UserError, MemoryError)) and _os_error(exc) is None
 
 
 def _report(guard, exc: BaseException, code: int, trace: bool) -> int:
