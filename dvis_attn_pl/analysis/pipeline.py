@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..io_utils import atomic_write_bytes
-from .attention_stats import json_ready
+from ..utils.arrays import json_ready
 from .run_analyses import (
     CueReading,
     DecisionTiming,
