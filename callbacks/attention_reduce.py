@@ -349,10 +349,6 @@ def tracker_row_table(
     )
 
 
-def _refiner_of_sequence(table_seq_ids: Sequence[int], table_ref_ids: Sequence[int]) -> dict[int, int]:
-    return {s: r for s, r in zip(table_seq_ids, table_ref_ids) if s >= 0}
-
-
 def reduce_tracker_cross(
     rows: TrackerRows,
     table: InstanceTable,

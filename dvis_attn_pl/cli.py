@@ -15,13 +15,13 @@ import importlib
 import os
 import re
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
 from .errors import UserError, one_line
+from .utils.compat import file_being_written, install_thread_excepthook
 
 __all__ = ["COMMANDS", "build_parser", "describe_error", "main"]
 
@@ -516,22 +516,6 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def _file_in_traceback(exc: BaseException) -> str | None:
-    """The file a writer object in ``exc``'s traceback was writing (innermost first), if any: a
-    write error raised by a background writer (e.g. TensorBoard's) carries no file name."""
-    found = None
-    tb = exc.__traceback__
-    while tb is not None:
-        owner = tb.tb_frame.f_locals.get("self")
-        for attr in ("filename", "_file_name"):
-            value = getattr(owner, attr, None) if owner is not None else None
-            if isinstance(value, (str, bytes)) and value:
-                found = os.fsdecode(value)
-                break
-        tb = tb.tb_next
-    return found
-
-
 _WORKER_TRACEBACK = "Original Traceback (most recent call last):"
 
 
@@ -554,7 +538,7 @@ def describe_error(exc: BaseException) -> str:
     if os_error is not None:
         name = errno.errorcode.get(os_error.errno, str(os_error.errno))
         problem = f"{os_error.strerror or os.strerror(os_error.errno)} ({name})"
-        where = os_error.filename2 or os_error.filename or _file_in_traceback(os_error)
+        where = os_error.filename2 or os_error.filename or file_being_written(os_error)
         if where is not None:
             return f"{os.fsdecode(where)}: {problem}"
         outer = one_line(str(exc))
@@ -564,10 +548,8 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _wants_traceback(exc: BaseException) -> bool:
-    """A traceback only for what may be a bug; environment problems and injected faults get one line."""
-    from .fault_injection import InjectedFault
-
-    return not isinstance(exc, (UserError, InjectedFault, MemoryError)) and _os_error(exc) is None
+    """A traceback only for what may be a bug; environment problems (out of memory, files) get one line."""
+    return not isinstance(exc, (UserError, MemoryError)) and _os_error(exc) is None
 
 
 def _report(guard, exc: BaseException, code: int, trace: bool) -> int:
@@ -579,29 +561,13 @@ def _report(guard, exc: BaseException, code: int, trace: bool) -> int:
     return code
 
 
-def _is_tensorboard_writer(thread: threading.Thread | None) -> bool:
-    return type(thread).__module__.startswith("tensorboard.summary.writer")
-
-
-def _thread_hook(args) -> None:
-    """TensorBoard's writer thread re-raises its error in the thread that writes next, which reports
-    it as one line: do not print the thread's own traceback as well."""
-    if _is_tensorboard_writer(args.thread) and isinstance(args.exc_value, OSError):
-        return
-    _previous_thread_hook(args)
-
-
-_previous_thread_hook = threading.excepthook
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status.
 
     ``test`` and ``predict`` run under a :class:`~dvis_attn_pl.ddp_guard.RankGuard`: with several
     processes, one failing rank stops them all and its error is printed once.
     """
-    if threading.excepthook is not _thread_hook:
-        threading.excepthook = _thread_hook
+    install_thread_excepthook()
     parser = build_parser()
     guard = None
     try:

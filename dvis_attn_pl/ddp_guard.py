@@ -35,6 +35,8 @@ import time
 import traceback
 from collections.abc import Callable
 
+from .utils.compat import adopt_lightning_child_processes
+
 __all__ = ["PROG", "RankGuard", "install", "is_peer_failure"]
 
 PROG = "dvis_attn_pl"
@@ -198,13 +200,11 @@ class RankGuard:
         """Adopt the children Lightning's observer thread watches; it then stops by itself."""
         if self.procs:
             return True
-        for thread in threading.enumerate():
-            procs = getattr(thread, "_child_processes", None)
-            if thread.name == "child-process-observer" and isinstance(procs, list) and procs:
-                self.procs = list(procs)
-                thread._child_processes = []  # all([]) is True: its next round ends it quietly
-                return True
-        return False
+        procs = adopt_lightning_child_processes()
+        if procs is None:
+            return False
+        self.procs = procs
+        return True
 
     def _failed_child(self) -> tuple[int, object] | None:
         for index, proc in enumerate(self.procs):

@@ -22,7 +22,6 @@ from torch import nn
 
 from .analysis.decision import foreground_probs, prefix_lengths, settle_frame
 from .data.datamodule import is_placeholder
-from .fault_injection import maybe_fault
 from .model.meta_arch import empty_vis_output
 from .results import to_ytvis_records
 
@@ -92,7 +91,6 @@ class DVISDAQModule(L.LightningModule):
 
     def infer(self, video: dict) -> VideoResult:
         """Run one video and gather its outputs, records and temporal information."""
-        maybe_fault(self.global_rank, self.videos_run)
         self.videos_run += 1
         video_id = video["video_id"]
         num_frames = len(video["image"])

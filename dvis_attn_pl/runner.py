@@ -11,6 +11,7 @@ from pathlib import Path
 from .data.ytvis_json import YTVISData
 from .errors import UserError
 from .preflight import check_inputs, check_run_dir_creatable, first_process_of_node, load_data, select_videos
+from .utils.compat import disable_lightning_signal_handlers
 
 RUN_DIR_ENV = "DVIS_ATTN_PL_RUN_DIR"
 
@@ -192,9 +193,7 @@ def build_trainer(args, run_dir: Path, callbacks: list, tensorboard: bool = True
     check_multi_node_launcher(trainer, args.num_nodes)
     # Lightning's SIGTERM handler only notes the signal (and runs a collective inside the handler,
     # which can hang a DDP job): an evaluation run keeps going. Ours (ddp_guard) stops it instead.
-    connector = getattr(trainer, "_signal_connector", None)  # private: absent in some release, nothing to do
-    if connector is not None and hasattr(connector, "register_signal_handlers"):
-        connector.register_signal_handlers = lambda: None
+    disable_lightning_signal_handlers(trainer)
     return trainer
 
 

@@ -41,6 +41,17 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.write_line(f"  set {REQUIRE_ENV}=1 to make these failures (CI does)", red=True)
 
 
+# ------------------------------------------------------------ shared synthetic data
+@pytest.fixture(scope="session")
+def small_set(tmp_path_factory) -> Path:
+    """Three short synthetic fish videos, 64x96, 4 to 7 frames (an odd count, for DDP), built once per
+    session. Read-only: a test that needs a changed copy writes it under its own ``tmp_path``."""
+    from dvis_attn_pl.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("small_set") / "set"
+    return write_synthetic_dataset(root, num_videos=3, height=64, width=96, min_frames=4, max_frames=7)
+
+
 # ------------------------------------------------------------ the bad-input catalogues' inputs
 @pytest.fixture(scope="module")
 def data_set(tmp_path_factory) -> Path:

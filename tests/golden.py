@@ -114,3 +114,38 @@ def assert_close_ref(actual: torch.Tensor, ref: torch.Tensor, name: str = "", re
     err = (actual - ref).abs().max().item()
     bound = rel * ref.abs().max().item() + atol
     assert err <= bound, f"{name}: max abs diff {err:.3g} > {bound:.3g}"
+
+
+def prediction_order(scores, labels) -> torch.Tensor:
+    """The order predictions are paired in: descending score, equal scores by ascending label, then by
+    position (a stable sort). The one tie-breaking rule of every golden comparison."""
+    scores = torch.as_tensor(scores)
+    labels = torch.as_tensor(labels)
+    by_label = torch.sort(labels, stable=True).indices
+    return by_label[torch.sort(scores[by_label], descending=True, stable=True).indices]
+
+
+def assert_outputs_match(out: dict, case: GoldenCase, video: int, label: str = "", check_ids: bool = True) -> None:
+    """The golden README's comparison of one video's official outputs: pair predictions by
+    :func:`prediction_order`, then labels (and ``pred_ids``) exactly, scores within 1e-5, masks within
+    max(2, 0.1% of T*H*W) differing pixels; ``image_size`` and ``task`` when the output has them."""
+    ref = {k: case.outputs[f"v{video}.{k}"] for k in ("pred_scores", "pred_labels", "pred_ids", "pred_masks")}
+    scores = torch.tensor(out["pred_scores"], dtype=ref["pred_scores"].dtype)
+    labels = torch.tensor(out["pred_labels"])
+    assert scores.shape == ref["pred_scores"].shape, label
+    mine = prediction_order(scores, labels)
+    theirs = prediction_order(ref["pred_scores"], ref["pred_labels"])
+    torch.testing.assert_close(scores[mine], ref["pred_scores"][theirs], atol=1e-5, rtol=0, msg=label or None)
+    assert labels[mine].tolist() == ref["pred_labels"][theirs].tolist(), label
+    if check_ids:
+        assert torch.tensor(out["pred_ids"])[mine].tolist() == ref["pred_ids"][theirs].tolist(), label
+    masks, ref_masks = torch.stack(out["pred_masks"])[mine], ref["pred_masks"][theirs].bool()
+    assert masks.dtype == torch.bool and masks.shape == ref_masks.shape, label
+    t, h, w = masks.shape[1:]
+    diff = (masks != ref_masks).flatten(1).sum(1)
+    assert int(diff.max()) <= max(2, int(0.001 * t * h * w)), f"{label}: differing pixels {diff.tolist()}"
+    meta = case.inputs_meta["videos"][video]
+    if "image_size" in out:
+        assert tuple(out["image_size"]) == (meta["height"], meta["width"]), label
+    if "task" in out:
+        assert out["task"] == "vis", label

@@ -15,14 +15,13 @@ from dvis_attn_pl.analysis.attention_stats import (
     early_late_ratio,
     entropy,
     gini,
-    json_ready,
     linear_slope,
     map_sequence_stats,
-    permutation_p_value,
     series_stats,
     third_index,
     top_fraction_mass,
 )
+from dvis_attn_pl.utils.arrays import json_ready, permutation_p_value
 
 
 def test_thirds_hand_cases():

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dvis_attn_pl.analysis.run_dir import decode_rles
 from dvis_attn_pl.cli import main
-from dvis_attn_pl.data.synthetic import write_synthetic_dataset
+from dvis_attn_pl.data.rle import decode_rles
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_K = 1  # the visual outputs cost about one second per prediction drawn
@@ -66,10 +65,10 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def made_run(tmp_path_factory) -> dict:
+def made_run(tmp_path_factory, small_set) -> dict:
     """A predict run on 3 tiny synthetic videos; analysed (twice) on a copy whose original is gone."""
     base = tmp_path_factory.mktemp("analyze")
-    data = write_synthetic_dataset(base / "data", num_videos=3, height=64, width=96, min_frames=4, max_frames=7)
+    data = small_set
     original = base / "original_run"
     proc = subprocess.run(
         [sys.executable, "-m", "dvis_attn_pl", "predict", "--data", str(data / "valid.json"),
@@ -371,7 +370,7 @@ def test_video_mask_iou_and_lazy_masks_match_dense_masks():
     from pycocotools import mask as mask_utils
 
     from dvis_attn_pl.analysis.compare_runs import temporal_mask_iou
-    from dvis_attn_pl.analysis.run_dir import RLEMasks, video_mask_iou
+    from dvis_attn_pl.data.rle import RLEMasks, video_mask_iou
 
     rng = np.random.default_rng(5)
     dense = rng.random((5, 7, 12, 16)) < 0.3  # 5 instances, 7 frames

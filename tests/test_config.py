@@ -19,9 +19,8 @@ from dvis_attn_pl.config import (
 )
 from dvis_attn_pl.config.defaults import PROJECT_KEYS
 from dvis_attn_pl.errors import UserError
-from tests.shared_data import needs_shared
+from tests.shared_data import SHARED, needs_shared
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OFFICIAL = SHARED / "official_configs"
 GOLDEN = SHARED / "golden"
 DAQ = OFFICIAL / "dvis_plus_DVIS_DAQ" / "configs"

@@ -1,7 +1,8 @@
 """DDP faults: one failing rank stops the whole CPU DDP job (gloo, 2 processes) in bounded time.
 
-Each case runs ``python -m dvis_attn_pl test --devices 2 --accelerator cpu`` with the test hook
-``DVIS_ATTN_PL_FAULT=<raise|exit|kill>:<rank>:<step>`` (or kills a rank from outside) and checks:
+Each case runs ``python -m dvis_attn_pl test --devices 2 --accelerator cpu`` through the test hook
+(``python -m tests.fault_injection``, ``DVIS_ATTN_PL_FAULT=<raise|exit|kill>:<rank>:<step>``; or kills
+a rank from outside) and checks:
 a non-zero exit, the failing rank named once on one stderr line and no traceback, no process of the
 job left behind, and an end well before any collective timeout (gloo's default is 30 min). A hang
 fails through the subprocess timeout instead of blocking the suite.
@@ -21,7 +22,7 @@ import psutil
 import pytest
 
 from dvis_attn_pl.data.synthetic import write_synthetic_dataset
-from dvis_attn_pl.fault_injection import FAULT_ENV, STAMP_ENV
+from tests.fault_injection import FAULT_ENV, STAMP_ENV, command
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["INPUT.MIN_SIZE_TEST", "64"]
@@ -82,7 +83,7 @@ class Job:
         self._err = self.stderr_path.open("w")
         self.start = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dvis_attn_pl", *args],
+            command(*args),
             stdout=subprocess.DEVNULL, stderr=self._err, env=env, cwd=REPO, start_new_session=True,
         )  # fmt: skip
 
@@ -214,7 +215,7 @@ def test_error_lines_name_the_file_and_errno():
     import errno
 
     from dvis_attn_pl.cli import describe_error
-    from dvis_attn_pl.fault_injection import InjectedFault
+    from tests.fault_injection import InjectedFault
 
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/x/inference/parts/3.json")
     assert describe_error(full) == "/runs/x/inference/parts/3.json: No space left on device (ENOSPC)"

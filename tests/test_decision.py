@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dvis_attn_pl.analysis.decision import (
-    mean_prefix_logits,
-    pooled_prefix_logits,
-    prefix_lengths,
-    settle_frame,
-)
+from dvis_attn_pl.analysis.decision import prefix_lengths, settle_frame
+from dvis_attn_pl.model.prefix_logits import mean_prefix_logits, pooled_prefix_logits
 
 
 def test_pooled_prefix_matches_explicit_softmax_per_prefix():

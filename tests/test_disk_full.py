@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from dvis_attn_pl.data.synthetic import write_synthetic_dataset
-
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["INPUT.MIN_SIZE_TEST", "64"]
 
@@ -84,12 +82,12 @@ def _namespaces_work(tmp: Path) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def small_set(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("diskfull")
-    reason = _namespaces_work(root)
+def small_set(small_set, tmp_path_factory) -> Path:
+    """The session's synthetic set (tests/conftest.py), once mount namespaces are known to work here."""
+    reason = _namespaces_work(tmp_path_factory.mktemp("diskfull"))
     if reason:
         pytest.skip(reason)
-    return write_synthetic_dataset(root / "set", num_videos=3, height=64, width=96, min_frames=4, max_frames=7)
+    return small_set
 
 
 def _env() -> dict:

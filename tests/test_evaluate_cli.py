@@ -17,10 +17,10 @@ from dvis_attn_pl.commands.evaluate import run_evaluate
 from dvis_attn_pl.errors import UserError
 from dvis_attn_pl.metrics import STAT_NAMES, evaluate_ytvis
 from dvis_attn_pl.metrics.ytvis_eval import summary_lines
-from tests.shared_data import require_shared
+from tests.shared_data import SHARED, require_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = ROOT.parent / "shared" / "ytvis_vectors"
+VECTORS = SHARED / "ytvis_vectors"
 
 
 def _rle(y0, y1, x0, x1, h=24, w=32) -> dict:

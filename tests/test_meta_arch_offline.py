@@ -16,7 +16,7 @@ from dvis_attn_pl.model.meta_arch_offline import (
     OfflineLastInference,
     official_topk,
 )
-from tests.golden import assert_close_ref, golden_case
+from tests.golden import assert_close_ref, assert_outputs_match, golden_case
 
 CASE = "r50_offline_tiny"
 ATTN_ATOL = 1e-5
@@ -36,26 +36,6 @@ def _build(cfg, state_dict) -> DVISDAQOffline:
 @pytest.fixture(scope="module")
 def model(case):
     return _build(case.cfg, case.state_dict)
-
-
-def assert_outputs_match(out: dict, case, video: int, label: str = "") -> None:
-    """The golden README's comparison: pair predictions by score (descending), then labels and ids
-    exactly, scores within 1e-5, masks within max(2, 0.1% of T*H*W) differing pixels."""
-    ref = {k: case.outputs[f"v{video}.{k}"] for k in ("pred_scores", "pred_labels", "pred_ids", "pred_masks")}
-    scores = torch.tensor(out["pred_scores"])
-    assert scores.shape == ref["pred_scores"].shape, label
-    mine = torch.sort(scores, descending=True).indices
-    theirs = torch.sort(ref["pred_scores"], descending=True).indices
-    torch.testing.assert_close(scores[mine], ref["pred_scores"][theirs], atol=1e-5, rtol=0, msg=label)
-    assert torch.tensor(out["pred_labels"])[mine].tolist() == ref["pred_labels"][theirs].tolist(), label
-    assert torch.tensor(out["pred_ids"])[mine].tolist() == ref["pred_ids"][theirs].tolist(), label
-    masks, ref_masks = torch.stack(out["pred_masks"])[mine], ref["pred_masks"][theirs].bool()
-    assert masks.dtype == torch.bool and masks.shape == ref_masks.shape, label
-    t, h, w = masks.shape[1:]
-    diff = (masks != ref_masks).flatten(1).sum(1)
-    assert int(diff.max()) <= max(2, int(0.001 * t * h * w)), f"{label}: differing pixels {diff.tolist()}"
-    meta = case.inputs_meta["videos"][video]
-    assert tuple(out["image_size"]) == (meta["height"], meta["width"]) and out["task"] == "vis"
 
 
 def run(model, case, video: int) -> dict:

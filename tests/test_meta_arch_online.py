@@ -17,7 +17,7 @@ from dvis_attn_pl.model.meta_arch import (
     select_topk,
 )
 
-from .golden import assert_close_ref, golden_case
+from .golden import assert_close_ref, assert_outputs_match, golden_case
 
 CASE = "r50_online_tiny"
 
@@ -37,29 +37,6 @@ def model(case):
 def run(model, case, video: int) -> dict:
     with torch.no_grad():
         return model(case.batched_inputs(video))
-
-
-def assert_outputs_match(out: dict, case, video: int, label: str = "") -> None:
-    """The golden README's order-insensitive comparison."""
-    ref = {k: case.outputs[f"v{video}.{k}"] for k in ("pred_scores", "pred_labels", "pred_ids", "pred_masks")}
-    scores = torch.tensor(out["pred_scores"])
-    assert scores.shape == ref["pred_scores"].shape, label
-    mine, theirs = (
-        torch.sort(scores, descending=True).indices,
-        torch.sort(ref["pred_scores"], descending=True).indices,
-    )
-    torch.testing.assert_close(scores[mine], ref["pred_scores"][theirs], atol=1e-5, rtol=0)
-    assert torch.tensor(out["pred_labels"])[mine].tolist() == ref["pred_labels"][theirs].tolist(), label
-    assert torch.tensor(out["pred_ids"])[mine].tolist() == ref["pred_ids"][theirs].tolist(), label
-    masks = torch.stack(out["pred_masks"])[mine]
-    ref_masks = ref["pred_masks"][theirs].bool()
-    assert masks.dtype == torch.bool and masks.shape == ref_masks.shape
-    t, h, w = masks.shape[1:]
-    diff = (masks != ref_masks).flatten(1).sum(1)
-    assert int(diff.max()) <= max(2, int(0.001 * t * h * w)), f"{label} differing pixels {diff.tolist()}"
-    meta = case.inputs_meta["videos"][video]
-    assert tuple(out["image_size"]) == (meta["height"], meta["width"])
-    assert out["task"] == "vis"
 
 
 def test_state_dict_matches_official(case):

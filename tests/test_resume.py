@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dvis_attn_pl.data.synthetic import write_synthetic_dataset
+from tests.fault_injection import command as fault_command
 
 SMALL = ["INPUT.MIN_SIZE_TEST", "64"]
 NUM_VIDEOS = 5
@@ -28,9 +29,10 @@ def video_set(tmp_path_factory) -> Path:
     return write_synthetic_dataset(root, num_videos=NUM_VIDEOS, height=64, width=96, min_frames=4, max_frames=9)
 
 
-def command(video_set: Path, out: Path, *extra: str) -> list[str]:
+def command(video_set: Path, out: Path, *extra: str, fault: bool = False) -> list[str]:
+    """The ``test`` command; with ``fault``, through the test-only fault hook (tests/fault_injection.py)."""
     return [
-        sys.executable, "-m", "dvis_attn_pl", "test",
+        *(fault_command() if fault else [sys.executable, "-m", "dvis_attn_pl"]), "test",
         "--data", str(video_set / "valid.json"), "--frames", str(video_set / "JPEGImages"),
         "--out", str(out), "--capture", "all", *extra, *SMALL,
     ]  # fmt: skip
@@ -88,7 +90,7 @@ def check_resumed(video_set: Path, out: Path, reference: dict[str, str], **env: 
 
 def test_kill_at_a_chosen_video_then_resume(video_set, tmp_path, reference):
     out = tmp_path / "run"
-    proc = run(command(video_set, out), DVIS_ATTN_PL_FAULT="kill:0:3")
+    proc = run(command(video_set, out, fault=True), DVIS_ATTN_PL_FAULT="kill:0:3")
     assert proc.returncode == -signal.SIGKILL
     assert json.loads((out / "run.json").read_text())["status"] == "running"
     assert not (out / "inference" / "metrics.json").exists()
@@ -118,7 +120,7 @@ def test_kill_at_a_random_moment_then_resume(video_set, tmp_path, reference, see
 
 def test_ddp_run_killed_then_resumed_on_one_process(video_set, tmp_path, reference):
     out = tmp_path / "run"
-    args = command(video_set, out, "--devices", "2", "--accelerator", "cpu")
+    args = command(video_set, out, "--devices", "2", "--accelerator", "cpu", fault=True)
     # rank 0 (the launcher) is killed at its third video; rank 1 has finished its two by then or
     # fails when its peer disappears. Whatever is left of the process group is killed too.
     proc = subprocess.Popen(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from dvis_attn_pl.data.synthetic import write_synthetic_dataset
 from tests.cli_run import SMALL, data_args, run_cli
 
 RUN_FILES = (
@@ -16,13 +14,6 @@ RUN_FILES = (
     "results_temporal_summary.json",
     "image_dimensions.json",
 )
-
-
-@pytest.fixture(scope="module")
-def small_set(tmp_path_factory) -> Path:
-    """Three short synthetic fish videos (an odd count, for DDP)."""
-    root = tmp_path_factory.mktemp("syn") / "set"
-    return write_synthetic_dataset(root, num_videos=3, height=64, width=96, min_frames=4, max_frames=7)
 
 
 def test_predict_writes_the_run_directory(small_set, tmp_path):

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from dvis_attn_pl import build_model, load_checkpoint, load_config
 from dvis_attn_pl.config import config_path
 from dvis_attn_pl.data.transforms import ShortestEdgeResize
-from tests.golden import SHARED, golden_case
+from tests.golden import SHARED, assert_outputs_match, golden_case
 from tests.rss import peak_mib, reset_peak, rss_mib
 from tests.shared_data import require_shared
 from tests.vis_output import check_vis_output, smooth_frames
@@ -268,21 +268,6 @@ def test_every_other_r50_config_full_size_round_trip(name, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ fish-way
-def _assert_matches_golden(out: dict, case, video: int) -> None:
-    """The golden README's comparison: by score rank, labels and ids exactly, scores within 1e-5,
-    masks within max(2, 0.1% of T*H*W) differing pixels."""
-    ref = {k: case.outputs[f"v{video}.{k}"] for k in ("pred_scores", "pred_labels", "pred_ids", "pred_masks")}
-    scores = torch.tensor(out["pred_scores"])
-    mine = torch.sort(scores, descending=True, stable=True).indices
-    theirs = torch.sort(ref["pred_scores"], descending=True, stable=True).indices
-    torch.testing.assert_close(scores[mine], ref["pred_scores"][theirs], atol=1e-5, rtol=0)
-    assert torch.tensor(out["pred_labels"])[mine].tolist() == ref["pred_labels"][theirs].tolist()
-    assert torch.tensor(out["pred_ids"])[mine].tolist() == ref["pred_ids"][theirs].tolist()
-    masks, ref_masks = torch.stack(out["pred_masks"])[mine], ref["pred_masks"][theirs].bool()
-    t, h, w = masks.shape[1:]
-    assert int((masks != ref_masks).flatten(1).sum(1).max()) <= max(2, int(0.001 * t * h * w))
-
-
 @pytest.mark.parametrize("name", list(FISHWAY_CONFIGS))
 def test_fishway_config_at_tiny_sizes_reproduces_fish_dvis(name):
     """Each fish-way config with the golden case's tiny overrides: fish-dvis behaviour (one window
@@ -297,7 +282,7 @@ def test_fishway_config_at_tiny_sizes_reproduces_fish_dvis(name):
     for video in range(case.num_videos):
         with torch.no_grad():
             out = model(case.batched_inputs(video))
-        _assert_matches_golden(out, case, video)
+        assert_outputs_match(out, case, video)
         meta = case.inputs_meta["videos"][video]
         check_vis_output(
             out,

@@ -26,10 +26,10 @@ from dvis_attn_pl.metrics import (
 from dvis_attn_pl.metrics.ytvis_eval import REC_THRS, build_tables, summary_lines
 from dvis_attn_pl.metrics.ytvis_io import load_ground_truth, load_results
 from dvis_attn_pl.metrics.ytvis_metric import ground_truth_items
-from tests.shared_data import require_shared
+from tests.shared_data import SHARED, require_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = ROOT.parent / "shared" / "ytvis_vectors"
+VECTORS = SHARED / "ytvis_vectors"
 REJECTED = {  # quirk / official-error cases we reject, with a phrase of the message
     "case_019": "segmentations for video 1 of 4 frames",
     "case_020": "category_id 77 is not a ground-truth category",

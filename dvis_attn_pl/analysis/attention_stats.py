@@ -29,8 +29,9 @@ the single frame is in the middle third; ``T = 2``: first and last, empty middle
 Aggregation (:func:`aggregate`) gives mean, sample std (ddof 1) and n per video (over its
 instances) and per class (over video-level means, so the unit is the video).
 
-The module also holds the small numeric helpers the other analyses share (entropy, thirds,
-permutation p-values, JSON conversion).
+The module also holds the attention-specific numeric helpers the other analyses share (entropy,
+thirds). The generic ones (``as_array``, ``json_ready``, ``permutation_p_value``) live in
+``dvis_attn_pl.utils.arrays``; they are re-exported here for ``analysis/cue_reading.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from ..utils.arrays import as_array, json_ready, permutation_p_value
 
 __all__ = [
     "aggregate",
@@ -59,36 +62,6 @@ __all__ = [
 ]
 
 _EPS = 1e-12
-
-
-def as_array(x: Any, dtype: Any = np.float64, name: str = "input") -> np.ndarray:
-    """A NumPy array from a NumPy array, a torch tensor (any device) or a nested list."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}: cannot be read as a {np.dtype(dtype).name} array ({err})") from None
-
-
-def json_ready(obj: Any) -> Any:
-    """Plain JSON types: NumPy scalars/arrays become numbers/lists, NaN and +-inf become None."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return json_ready(obj.tolist())
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if hasattr(obj, "detach"):
-        return json_ready(as_array(obj, dtype=None))
-    return obj
 
 
 def third_index(num_frames: int) -> np.ndarray:
@@ -390,26 +363,3 @@ def _is_number(v: Any) -> bool:
 
 def _as_float(v: Any) -> float:
     return float(v) if _is_number(v) else math.nan
-
-
-def permutation_p_value(
-    observed: float | np.ndarray, null: np.ndarray, alternative: str = "two-sided"
-) -> np.ndarray:
-    """Monte-Carlo permutation p-value ``(1 + #{null as extreme}) / (1 + P)``; null along the last axis.
-
-    ``alternative``: ``"two-sided"`` (compare absolute values), ``"greater"`` or ``"less"``.
-    A relative tolerance of 1e-9 counts numerically equal statistics as "as extreme".
-    """
-    null = np.asarray(null, dtype=np.float64)
-    obs = np.asarray(observed, dtype=np.float64)[..., None]
-    tol = 1e-9 * np.maximum(np.abs(obs), 1e-300)
-    if alternative == "two-sided":
-        hits = np.abs(null) >= np.abs(obs) - tol
-    elif alternative == "greater":
-        hits = null >= obs - tol
-    elif alternative == "less":
-        hits = null <= obs + tol
-    else:
-        raise ValueError(f"alternative must be two-sided, greater or less, got {alternative!r}")
-    p = (1.0 + hits.sum(axis=-1)) / (1.0 + null.shape[-1])
-    return np.where(np.isfinite(obs[..., 0]), p, np.nan)

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..interventions.passes import completed_passes, pass_dir
+from ..data.rle import RLEMasks, video_mask_iou
+from ..utils.run_layout import completed_passes, pass_dir
 from .causal_cues import CueThresholds, class_statistics, deletion_faithfulness, intervention_of, proxy_agrees
-from .run_dir import GroundTruth, RLEMasks, RunDirectory, video_mask_iou
+from .run_dir import GroundTruth, RunDirectory
 
 __all__ = ["CausalCues", "REFERENCE_MIN_SCORE"]
 

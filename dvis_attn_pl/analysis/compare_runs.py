@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .attention_stats import as_array, json_ready, permutation_p_value
+from ..data.rle import video_mask_iou
+from ..utils.arrays import as_array, json_ready, permutation_p_value
 from .frame_importance import frame_importance_stats
 
 __all__ = [
@@ -105,21 +106,15 @@ def restore_frame_order(weights: Any, frame_numbers: Sequence[int]) -> np.ndarra
 def temporal_mask_iou(masks_a: Any, masks_b: Any, chunk: int = 1 << 20) -> np.ndarray:
     """IoU over the whole video of every pair of instance masks: (Na, T, H, W) x (Nb, T, H, W) -> (Na, Nb).
 
-    ``|A ∩ B| / |A ∪ B|`` summed over all frames (0 when both are empty). The pixel axis is
-    processed in chunks of ``chunk`` pixels with a matrix product, so memory stays bounded.
+    ``|A ∩ B| / |A ∪ B|`` summed over all frames (0 when both are empty): dense masks through
+    :func:`dvis_attn_pl.data.rle.video_mask_iou` (the one implementation), in chunks of whole frames
+    holding about ``chunk`` pixels per instance, so memory stays bounded.
     """
     a = as_array(masks_a, dtype=bool, name="masks_a")
     b = as_array(masks_b, dtype=bool, name="masks_b")
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"masks of the two runs differ in (T, H, W): {a.shape[1:]} vs {b.shape[1:]}")
-    a = a.reshape(a.shape[0], -1)
-    b = b.reshape(b.shape[0], -1)
-    inter = np.zeros((a.shape[0], b.shape[0]))
-    for s in range(0, a.shape[1], chunk):  # chunks of pixels, each a matrix product
-        inter += a[:, s : s + chunk].astype(np.float32) @ b[:, s : s + chunk].astype(np.float32).T
-    union = a.sum(axis=1)[:, None] + b.sum(axis=1)[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return video_mask_iou(list(a), list(b), max_elements=max(chunk, 1) * (len(a) + len(b)))
 
 
 def match_by_iou(

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .attention_stats import as_array, entropy, json_ready, third_index
+from ..utils.arrays import as_array, json_ready
+from .attention_stats import entropy, third_index
 
 __all__ = ["DEFINITIONS", "frame_importance_stats", "top_mass_frames", "video_frame_importance"]
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..io_utils import atomic_write_bytes
-from .attention_stats import json_ready
+from ..utils.arrays import json_ready
 from .causal_cues import CueThresholds
 from .run_analyses import (
     CueReading,
@@ -145,7 +145,7 @@ def _problem(stage: str, run: RunDirectory, opts: AnalyzeOptions) -> str | None:
             return (f"{temporal}: no frame_importance and no refiner time attention captured; the cues "
                     "analysis needs an offline model run with --capture temporal or more")
     elif stage == "causal":
-        from ..interventions.passes import INTERVENTIONS_DIR, completed_passes
+        from ..utils.run_layout import INTERVENTIONS_DIR, completed_passes
 
         if not completed_passes(run.root):
             return (f"{run.root / INTERVENTIONS_DIR}: no finished intervention pass; the causal analysis needs a "

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .attention_stats import as_array, json_ready
+from ..utils.arrays import as_array, json_ready
 
 __all__ = ["frame_topk", "sequence_rows", "video_tracker_topk"]
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.rle import RLEMasks, video_mask_iou
 from ..errors import UserError
 from .attention_stats import map_sequence_stats
-from .run_dir import Artifact, GroundTruth, RLEMasks, RunDirectory, video_mask_iou
+from .run_dir import Artifact, GroundTruth, RunDirectory
 
 __all__ = ["VideoInputs", "mask_on_grid", "top_predictions"]
 

@@ -18,6 +18,9 @@ __all__ = [
     "to_compressed_rle",
     "video_segmentations_to_rle",
     "decode_rle",
+    "decode_rles",
+    "RLEMasks",
+    "video_mask_iou",
     "rle_area",
     "rle_bbox",
     "invalid_compressed_rles",
@@ -64,7 +67,7 @@ def _bytes_rle(rle: Mapping) -> dict:
     counts = rle["counts"]
     if isinstance(counts, str):
         counts = counts.encode("ascii")
-    return {"size": list(rle["size"]), "counts": counts}
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
 
 
 def decode_rle(rle: Mapping) -> np.ndarray:
@@ -72,6 +75,81 @@ def decode_rle(rle: Mapping) -> np.ndarray:
     with warnings.catch_warnings():  # pycocotools' decode trips a numpy 2 DeprecationWarning
         warnings.simplefilter("ignore", DeprecationWarning)
         return mask_utils.decode([_bytes_rle(rle)])[:, :, 0].astype(bool)
+
+
+def decode_rles(rles: Sequence[dict | None], height: int, width: int) -> np.ndarray:
+    """Bool (T, H, W) masks from one compressed RLE per frame (``None`` = empty frame), one decode call."""
+    out = np.zeros((len(rles), height, width), dtype=bool)
+    where = [t for t, r in enumerate(rles) if r]
+    if not where:
+        return out
+    batch = [_bytes_rle(rles[t]) for t in where]
+    sizes = {tuple(r["size"]) for r in batch}
+    if sizes != {(height, width)}:
+        raise ValueError(f"RLE sizes {sorted(sizes)} differ from the video's ({height}, {width})")
+    with warnings.catch_warnings():  # pycocotools trips a numpy DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded = mask_utils.decode(batch)  # (H, W, n)
+    out[where] = decoded.transpose(2, 0, 1).astype(bool)
+    return out
+
+
+class RLEMasks:
+    """One instance's masks over a video, (T, H, W) bool, decoded from its per-frame RLEs on indexing.
+
+    Indexing with an int, a slice or an index array decodes only those frames (one call), so a long
+    high-resolution video never sits in memory whole; ``np.asarray`` decodes everything.
+    """
+
+    dtype = np.dtype(bool)
+
+    def __init__(self, rles: Sequence[dict | None], height: int, width: int) -> None:
+        self.rles = list(rles)
+        self.shape = (len(self.rles), int(height), int(width))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return decode_rles([self.rles[int(index)]], *self.shape[1:])[0]
+        frames = np.arange(self.shape[0])[index]
+        return decode_rles([self.rles[t] for t in frames.tolist()], *self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def present(self) -> np.ndarray:
+        """(T,) bool: frames with at least one mask pixel (one area call, no decoding)."""
+        out = np.zeros(self.shape[0], dtype=bool)
+        where = [t for t, r in enumerate(self.rles) if r]
+        if where:
+            out[where] = mask_utils.area([_bytes_rle(self.rles[t]) for t in where]) > 0
+        return out
+
+
+def video_mask_iou(a: Sequence[RLEMasks], b: Sequence[RLEMasks], max_elements: int = 1 << 26) -> np.ndarray:
+    """IoU over whole videos of every pair of instances, (Na, Nb): intersections and areas summed over
+    all frames (0 when both are empty). Frames are decoded in chunks holding at most ``max_elements``
+    mask pixels, each chunk reduced with one matrix product."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    t, h, w = a[0].shape
+    if any(m.shape != (t, h, w) for m in (*a, *b)):
+        raise ValueError("masks of different videos or sizes cannot be compared")
+    inter = np.zeros((len(a), len(b)))
+    area_a, area_b = np.zeros(len(a)), np.zeros(len(b))
+    step = max(1, max_elements // max(1, (len(a) + len(b)) * h * w))
+    for s in range(0, t, step):  # chunks of frames bound the memory
+        ma = np.stack([m[s : s + step] for m in a]).reshape(len(a), -1).astype(np.float32)
+        mb = np.stack([m[s : s + step] for m in b]).reshape(len(b), -1).astype(np.float32)
+        inter += ma @ mb.T
+        area_a += ma.sum(axis=1)
+        area_b += mb.sum(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
 
 
 def rle_area(rle: Mapping) -> int:

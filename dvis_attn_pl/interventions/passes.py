@@ -8,21 +8,14 @@ last: a pass without it did not finish.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..io_utils import atomic_write_json
 from ..metrics.ytvis_eval import STAT_NAMES
+from ..utils.run_layout import INTERVENTIONS_DIR, PASS_RECORD, completed_passes, pass_dir
 from .spec import Intervention
 
 __all__ = ["INTERVENTIONS_DIR", "pass_dir", "write_pass_summary", "completed_passes"]
-
-INTERVENTIONS_DIR = "interventions"
-
-
-def pass_dir(run_dir: Path, label: str) -> Path:
-    """The folder of the pass ``label``."""
-    return Path(run_dir) / INTERVENTIONS_DIR / label
 
 
 def write_pass_summary(out: Path, intervention: Intervention, orders: dict[str, list[int]], metric_results) -> None:
@@ -34,16 +27,4 @@ def write_pass_summary(out: Path, intervention: Intervention, orders: dict[str, 
             "per_category_AP": {str(k): float(v) for k, v in per_category.items()},
         }
         atomic_write_json(out / "inference" / "metrics.json", metrics, indent=1)
-    atomic_write_json(out / "intervention.json", {**intervention.describe(), "frame_order": orders}, indent=1)
-
-
-def completed_passes(run_dir: Path) -> dict[str, dict]:
-    """``label -> intervention.json`` of every finished pass in ``run_dir``, in label order."""
-    root = Path(run_dir) / INTERVENTIONS_DIR
-    found = {}
-    for path in sorted(root.glob("*/intervention.json")) if root.is_dir() else []:
-        try:
-            found[path.parent.name] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # an unreadable record: treated as an unfinished pass
-    return found
+    atomic_write_json(out / PASS_RECORD, {**intervention.describe(), "frame_order": orders}, indent=1)

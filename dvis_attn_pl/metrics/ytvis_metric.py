@@ -33,6 +33,7 @@ from pycocotools import mask as mask_utils
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from ..utils.compat import keep_metric_dtype
 from .ytvis_eval import (
     EvalTables,
     build_tables,
@@ -100,7 +101,7 @@ class YTVISMetric(Metric):
         # hold ids and IoUs, and a rank without videos syncs empty tensors of this dtype, which
         # must equal the float64 rows of the other ranks.
         out = super()._apply(fn, *args, **kwargs)
-        self._dtype = torch.float64
+        keep_metric_dtype(self, torch.float64)
         return out
 
     # ------------------------------------------------------------------ update

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.decision import mean_prefix_logits
 from ..data.frames import LazyFrames
 from ..data.transforms import normalize_and_pad
 from .backbone.base import build_backbone
 from .capture import CaptureContext
 from .criterion_stub import CriterionStub
+from .prefix_logits import mean_prefix_logits
 from .sem_seg_head import MaskFormerHead
 from .tracker import CollectedSequences, TrackerWindow, VideoInstanceCutter
 

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..analysis.decision import pooled_prefix_logits
 from .meta_arch import (
     DVISDAQOnline,
     LastInference,
@@ -51,6 +50,7 @@ from .meta_arch import (
     prediction_sources,
 )
 from .minvis import naive_link, naive_link_ids
+from .prefix_logits import pooled_prefix_logits
 from .refiner import TemporalRefiner
 from .tracker import CollectedSequences, TrackerWindow, foreground_score
 
