@@ -258,3 +258,17 @@ def test_cli_deletion_curves_start_at_the_pass_probability(tmp_path):
         assert len(d["loo_effect"]) == len(p["frame_importance"])
         # nothing removed: the refiner re-run reproduces the pass's own class probability
         assert d["importance_first"][0] == pytest.approx(p["class_probs"][str(p["category_id"])], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_control_command_writes_its_report(tmp_path):
+    report = tmp_path / "docs" / "control.md"
+    r = run_cli(["control", "--skip-sanity", "--max-videos", "2", "--interventions", "freeze,shuffle,deletion",
+                 "--shuffle-k", "1", "--out", str(tmp_path / "runs"), "--report", str(report)], threads=2, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = report.read_text()
+    doc = json.loads((tmp_path / "runs" / "control_experiment.json").read_text())
+    assert (report.parent / "control_ratios.png").is_file()
+    for row in doc["trained"]["classes"].values():  # every species in the report, with its verdict
+        assert f"| {row['name']} |" in text and f"**{row['verdict']}**" in text
+    assert f"**{doc['goals']['verdict_is_designed_cue']} of {doc['goals']['species']}**" in text

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIDENT", "designed_matches", "goal_summary", "render_report", "plot_ratios"]
+__all__ = ["CONFIDENT", "designed_matches", "goal_summary", "plot_deletion", "plot_ratios", "render_report"]
 
 CONFIDENT = ("appearance", "frame-set integration", "ordered motion", "mixed")
 _DESIGNED = {"appearance": {"appearance"}, "motion": {"frame-set integration", "ordered motion"}}
@@ -43,7 +43,28 @@ def goal_summary(trained: dict) -> dict[str, Any]:
     return {"species": len(trained["classes"]), "verdict_is_designed_cue": matches, "proxy_agrees": agrees}
 
 
-def render_report(runs: dict[str, dict], command: str, plot_name: str | None) -> str:
+def _what_instead(c: dict, design: str | None) -> str:
+    """What the model uses instead of the designed cue, from the evidence in the row."""
+    un, freeze = c["unaltered"], c["interventions"].get("freeze") or {}
+    if c["verdict"] == "not recognised":
+        return (f"the unaltered model gives its objects a mean class probability of {_fmt(un.get('mean_p'))} "
+                f"(n={un['n_objects']}): it has not learnt this species, so there is nothing to attribute.")
+    if c["verdict"] == "appearance":
+        text = (f"one repeated frame keeps the class (R freeze {_ratio_cell(freeze)}): the model reads this species "
+                "from single frames.")
+        if design:
+            text += f" Its designed motion also shows in a single frame: {design}."
+        return text
+    if c["verdict"] == "undetermined":
+        return (f"the evidence does not decide (R freeze {_ratio_cell(freeze)}, "
+                f"R shuffle {_ratio_cell(c['interventions'].get('shuffle'))}); more videos narrow the intervals.")
+    return f"{c['reason']}."
+
+
+def render_report(
+    runs: dict[str, dict], command: str, plot_name: str | None, design_notes: dict[str, str] | None = None,
+    deletion_plot: str | None = None,
+) -> str:
     """Markdown for ``runs`` (``trained`` required; ``random`` and ``control`` optional)."""
     trained = runs["trained"]
     labels = sorted({k for c in trained["classes"].values() for k in c["interventions"]})
@@ -82,10 +103,41 @@ def render_report(runs: dict[str, dict], command: str, plot_name: str | None) ->
         )
     lines += ["", "Why each verdict:", ""]
     lines += [f"- {c['name']}: {c['reason']}." for c in trained["classes"].values()]
+    differing = [c for c in trained["classes"].values()
+                 if c.get("designed_cue") and not designed_matches(c.get("designed_cue"), c["verdict"])]
+    if differing:
+        lines += ["", "## Where the verdict is not the designed cue", ""]
+        for c in differing:
+            lines.append(f"- **{c['name']}** (designed: {c['designed_cue']}; verdict: {c['verdict']}): "
+                         + _what_instead(c, (design_notes or {}).get(c["name"])))
     if plot_name:
         lines += ["", f"![R per species and intervention]({plot_name})"]
+    faith = trained.get("faithfulness")
+    if faith:
+        lines += ["", "## Faithfulness of frame importance (deletion curves)", "",
+                  f"{faith['instances']} predictions scored >= 0.5 (importance: {faith['importance']}); frames removed "
+                  "from the refiner's input; 95 % intervals over videos.", "",
+                  "| measure | mean | 95 % interval | reading |", "|---|---|---|---|"]
+        for key, reading in (
+            ("area_random_minus_importance", "> 0: removing the most important frames first lowers p faster than random"),
+            ("area_least_minus_importance", "> 0: ... faster than removing the least important first"),
+            ("spearman", "importance vs the drop from removing that frame alone"),
+            ("spearman_random", "the same with importance shuffled over frames (baseline)"),
+            ("spearman_gain", "> 0: importance ranks frames better than chance"),
+        ):
+            row = faith[key]
+            ci = row.get("ci95")
+            lines.append(f"| {key} | {_fmt(row.get('mean'), 3)} | "
+                         f"{'–' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'} | {reading} |")
+        excludes = (faith["area_random_minus_importance"].get("ci95") or [0, 0])[0] > 0
+        lines += ["", "Importance-ordered deletion beats random deletion with an interval that excludes 0: "
+                  + ("**yes**." if excludes else "**no**.")]
+        if deletion_plot:
+            lines += ["", f"![mean deletion curves]({deletion_plot})"]
     lines += ["", "## Passes", "", "| pass | objects | matched | match rate | AP |", "|---|---|---|---|---|"]
     for label, p in trained["passes"].items():
+        if p["intervention"].get("family") == "probe":
+            continue  # the deletion probe matches nothing: see the faithfulness section
         lines.append(f"| {label} | {p['objects']} | {p['matched']} | {_fmt(p['match_rate'])} | {_fmt(p['AP'], 3)} |")
     lines += ["", "An object the altered pass does not find (IoU < 0.5) is not a pair: its class change is unknown,",
               "not zero. A low match rate (silhouette) means the model does not segment the altered video at all."]
@@ -141,3 +193,28 @@ def plot_ratios(trained: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_deletion(trained: dict, path: Path) -> bool:
+    """Mean class probability against the removed fraction, per removal order (False: no deletion pass)."""
+    faith = trained.get("faithfulness")
+    if not faith:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.4), dpi=110)
+    names = {"importance_first": "most important first", "random_mean": "random order", "least_first": "least important first"}
+    for key, label in names.items():
+        ax.plot(faith["fractions"], faith["mean_curves"][key], marker="o", markersize=3, label=label)
+    ax.set_xlabel("fraction of frames removed from the refiner's input")
+    ax.set_ylabel("p(predicted class)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True

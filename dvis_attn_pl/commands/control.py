@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
+SANITY_INTERVENTIONS = "freeze,shuffle"  # what the verdict reads: the sanity checks are about verdicts
 HELD_OUT_SEED = 2  # the synthetic train split is seed 1, the embedded val split seed 0
 
 
@@ -26,8 +27,9 @@ def _run(argv: list[str], what: str) -> None:
         raise UserError(f"{what}: 'dvis_attn_pl {' '.join(argv)}' failed with exit status {done.returncode}")
 
 
-def _causal(run_dir: Path, args: argparse.Namespace, extra: list[str], what: str) -> dict:
-    test = ["test", "--out", str(run_dir), "--interventions", args.interventions, "--shuffle-k", str(args.shuffle_k),
+def _causal(run_dir: Path, args: argparse.Namespace, extra: list[str], what: str, interventions: str | None = None) -> dict:
+    test = ["test", "--out", str(run_dir), "--interventions", interventions or args.interventions,
+            "--shuffle-k", str(args.shuffle_k),
             "--capture", "temporal", *extra]
     if args.max_videos:
         test += ["--max-videos", str(args.max_videos)]
@@ -40,7 +42,7 @@ def _causal(run_dir: Path, args: argparse.Namespace, extra: list[str], what: str
 
 def run_control(args: argparse.Namespace) -> int:
     """Run the control experiment and write its report; returns the exit status."""
-    from ..analysis.control_report import goal_summary, plot_ratios, render_report
+    from ..analysis.control_report import goal_summary, plot_deletion, plot_ratios, render_report
     from ..weights import SHIPPED_WEIGHTS
 
     out = Path(args.out)
@@ -57,15 +59,18 @@ def run_control(args: argparse.Namespace) -> int:
         args.data_json = ensure_synthetic_dataset(num_videos=args.held_out_videos, seed=HELD_OUT_SEED) / "valid.json"
     runs = {"trained": _causal(out / "trained", args, [], "trained model")}
     if not args.skip_sanity:
-        runs["random"] = _causal(out / "random", args, ["--random-weights"], "random weights")
+        runs["random"] = _causal(out / "random", args, ["--random-weights"], "random weights", SANITY_INTERVENTIONS)
         if control_weights.is_file():
             extra = ["--model-config", "tiny_fish", "--ckpt", str(control_weights)]
-            runs["control"] = _causal(out / "control", args, extra, "control model (shuffled training)")
+            runs["control"] = _causal(out / "control", args, extra, "control model (shuffled training)", SANITY_INTERVENTIONS)
     plot = report.with_suffix("").name + "_ratios.png"
     plot_ratios(runs["trained"], report.parent / plot)
+    curves = report.with_suffix("").name + "_deletion.png"
+    if not plot_deletion(runs["trained"], report.parent / curves):
+        curves = None
     command = "python -m dvis_attn_pl control " + " ".join(sys.argv[2:])
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_report(runs, command.strip(), plot), encoding="utf-8")
+    report.write_text(render_report(runs, command.strip(), plot, _design_notes(), curves), encoding="utf-8")
     (out / "control_experiment.json").write_text(json.dumps({**runs, "goals": goal_summary(runs["trained"])}, indent=1))
     if args.record:
         from ..analysis.proxy_validation import write_record
@@ -73,3 +78,18 @@ def run_control(args: argparse.Namespace) -> int:
         print(f"dvis_attn_pl control: recorded {write_record(goal_summary(runs['trained']), str(report))}", file=sys.stderr)
     print(f"dvis_attn_pl control: wrote {report} and {report.parent / plot}", file=sys.stderr)
     return 0
+
+
+def _design_notes() -> dict[str, str]:
+    """Per motion species, the designed motion parameters that a single frame shows (posture)."""
+    from ..data.synthetic_species import SPECIES
+
+    notes = {}
+    for sp in SPECIES:
+        if sp.group == "motion":
+            others = ", ".join(f"{o.name} {o.motion.tail_beat_amp}" for o in SPECIES if o.group == "motion" and o is not sp)
+            notes[sp.name] = (
+                f"its tail-beat amplitude is {sp.motion.tail_beat_amp} body lengths ({others}), so the tail's bend "
+                "in one frame, and the body's heading, differ between the motion species"
+            )
+    return notes
