@@ -35,7 +35,8 @@ def test_parse_expands_shuffle_and_all():
     assert [p.seed for p in passes[1:]] == [5, 6, 7]
     every = parse_interventions("all", shuffle_k=1)
     assert {intervention_of(p.label) for p in every} == {
-        "freeze", "shuffle", "reverse", "silhouette", "uniform_pooling", "no_time_attention", "tracker_memory_cut"
+        "freeze", "shuffle", "reverse", "silhouette", "uniform_pooling", "no_time_attention", "tracker_memory_cut",
+        "deletion",
     }
 
 
@@ -86,6 +87,19 @@ def test_altered_frames_and_ground_truth_follow_the_order(dataset):
         for a, b in zip(altered["annotations"], item["annotations"]):
             assert a["segmentations"] == [b["segmentations"][j] for j in order]
             assert a["areas"] == [b["areas"][j] for j in order]
+
+
+def test_eager_frames_follow_the_order_too(dataset):
+    from dvis_attn_pl.data.dataset import YTVISVideoDataset
+
+    root = ensure_synthetic_dataset()
+    eager = YTVISVideoDataset.from_data(dataset.data, root / "JPEGImages", load_config(config_path("tiny_fish")), eager=True)
+    frames = dataset[0]["image"].materialize()
+    for name in ("freeze", "silhouette"):
+        altered = AlteredVideos(eager, Intervention(name, name))[0]
+        assert isinstance(altered["image"], list) and len(altered["image"]) == len(frames)
+        if name == "freeze":
+            assert all(torch.equal(f, frames[len(frames) // 2]) for f in altered["image"])
 
 
 def test_silhouette_draws_the_masks_flat(dataset):
