@@ -143,7 +143,7 @@ def render_report(
               "not zero. A low match rate (silhouette) means the model does not segment the altered video at all."]
     lines += ["", "## Sanity checks", ""]
     for key, title, rule in (
-        ("random", "Random weights", lambda v: v not in CONFIDENT),
+        ("random", "Random weights (same config, first 12 videos at most)", lambda v: v not in CONFIDENT),
         ("control", "Control model (refiner trained on frame-shuffled clips)", lambda v: v != "ordered motion"),
     ):
         run = runs.get(key)

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import UserError
 
 SANITY_INTERVENTIONS = "freeze,shuffle"  # what the verdict reads: the sanity checks are about verdicts
+RANDOM_MAX_VIDEOS = 12  # random weights make many short sequences (slow mask decoding); 12 videos show the point
 HELD_OUT_SEED = 2  # the synthetic train split is seed 1, the embedded val split seed 0
 
 
@@ -27,12 +28,16 @@ def _run(argv: list[str], what: str) -> None:
         raise UserError(f"{what}: 'dvis_attn_pl {' '.join(argv)}' failed with exit status {done.returncode}")
 
 
-def _causal(run_dir: Path, args: argparse.Namespace, extra: list[str], what: str, interventions: str | None = None) -> dict:
+def _causal(
+    run_dir: Path, args: argparse.Namespace, extra: list[str], what: str, interventions: str | None = None,
+    max_videos: int | None = None,
+) -> dict:
     test = ["test", "--out", str(run_dir), "--interventions", interventions or args.interventions,
             "--shuffle-k", str(args.shuffle_k),
             "--capture", "temporal", *extra]
-    if args.max_videos:
-        test += ["--max-videos", str(args.max_videos)]
+    limit = min(v for v in (args.max_videos, max_videos, 1 << 30) if v)
+    if limit < 1 << 30:
+        test += ["--max-videos", str(limit)]
     if args.data_json is not None:
         test += ["--data", str(args.data_json), "--frames", str(args.data_json.parent / "JPEGImages")]
     _run(test, what)
@@ -43,13 +48,11 @@ def _causal(run_dir: Path, args: argparse.Namespace, extra: list[str], what: str
 def run_control(args: argparse.Namespace) -> int:
     """Run the control experiment and write its report; returns the exit status."""
     from ..analysis.control_report import goal_summary, plot_deletion, plot_ratios, render_report
-    from ..weights import SHIPPED_WEIGHTS
+    from ..weights import CONTROL_WEIGHTS
 
     out = Path(args.out)
     report = Path(args.report)
-    control_weights = Path(args.control_weights) if args.control_weights else SHIPPED_WEIGHTS.with_name(
-        "tiny_fish_shuffled_control.safetensors"
-    )
+    control_weights = Path(args.control_weights) if args.control_weights else CONTROL_WEIGHTS
     if args.control_weights and not control_weights.is_file():
         raise UserError(f"{control_weights}: control weights not found")
     args.data_json = None
@@ -59,7 +62,9 @@ def run_control(args: argparse.Namespace) -> int:
         args.data_json = ensure_synthetic_dataset(num_videos=args.held_out_videos, seed=HELD_OUT_SEED) / "valid.json"
     runs = {"trained": _causal(out / "trained", args, [], "trained model")}
     if not args.skip_sanity:
-        runs["random"] = _causal(out / "random", args, ["--random-weights"], "random weights", SANITY_INTERVENTIONS)
+        runs["random"] = _causal(
+            out / "random", args, ["--random-weights"], "random weights", SANITY_INTERVENTIONS, RANDOM_MAX_VIDEOS
+        )
         if control_weights.is_file():
             extra = ["--model-config", "tiny_fish", "--ckpt", str(control_weights)]
             runs["control"] = _causal(out / "control", args, extra, "control model (shuffled training)", SANITY_INTERVENTIONS)

@@ -3,7 +3,8 @@
 ``python -m dvis_attn_pl.training.ship FIT_DIR`` (maintainers only): writes
 ``dvis_attn_pl/weights/tiny_fish_synthetic.safetensors`` (the refiner stage's weights) and
 ``tiny_fish_synthetic.json``: config hash, synthetic generator version and seeds, steps, time and
-val AP of every stage.
+val AP of every stage. ``--control FIT_DIR`` installs the shuffled-clip control model instead
+(``--control-init OUT`` writes its starting point).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from ..config import config_path, load_config
 from ..data.synthetic import GENERATOR_VERSION, SyntheticParams
 from ..io_utils import atomic_write_json
-from ..weights import SHIPPED_CONFIG, SHIPPED_INFO, SHIPPED_WEIGHTS
+from ..weights import CONTROL_WEIGHTS, SHIPPED_CONFIG, SHIPPED_INFO, SHIPPED_WEIGHTS
 from . import STAGES
 from .fit import TRAIN_SPLIT, WEIGHTS_NAME
 
@@ -51,5 +52,50 @@ def ship(fit_dir: Path) -> dict:
     return info
 
 
+def fresh_refiner_init(out: Path, seed: int = 0) -> Path:
+    """The shipped weights with the refiner re-initialised as a seeded build makes it (the refiner stage's
+    starting point in the shipped recipe): where the shuffled-clip control model starts."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ..model.build import build_model
+
+    torch.manual_seed(seed)
+    fresh = build_model(load_config(config_path(SHIPPED_CONFIG))).state_dict()
+    state = load_file(SHIPPED_WEIGHTS)
+    state.update({k: fresh[k].clone().contiguous() for k in state if k.startswith("refiner.")})
+    save_file(state, out)
+    return out
+
+
+def ship_control(fit_dir: Path) -> dict:
+    """Install ``fit_dir``'s refiner stage, trained with ``--shuffle-frames`` from :func:`fresh_refiner_init`,
+    as the control model of ``python -m dvis_attn_pl control``."""
+    stage = json.loads((fit_dir / "refiner" / "stage.json").read_text())
+    if not stage.get("shuffle_frames"):
+        raise SystemExit(f"{fit_dir}: its refiner stage was not trained with --shuffle-frames")
+    info = {
+        "config": SHIPPED_CONFIG,
+        "config_sha256": config_hash(),
+        "what": "control model: the shipped segmenter and tracker; the refiner trained from its seeded initial "
+        "weights on frame-shuffled clips, so it cannot learn the order of frames",
+        "recipe": [
+            "python -m dvis_attn_pl.training.ship --control-init init.safetensors",
+            f"python -m dvis_attn_pl fit --stage refiner --init init.safetensors --shuffle-frames --out {fit_dir.name}",
+            f"python -m dvis_attn_pl.training.ship --control {fit_dir.name}",
+        ],
+        "refiner_stage": {k: stage.get(k) for k in ("steps", "batch_size", "lr", "seed", "shuffle_frames", "seconds")},
+        "val": stage.get("val"),
+    }
+    shutil.copyfile(fit_dir / "refiner" / WEIGHTS_NAME, CONTROL_WEIGHTS)
+    atomic_write_json(CONTROL_WEIGHTS.with_suffix(".json"), info, indent=1)
+    return info
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(json.dumps(ship(Path(sys.argv[1])), indent=1))
+    if sys.argv[1] == "--control-init":
+        print(fresh_refiner_init(Path(sys.argv[2])))
+    elif sys.argv[1] == "--control":
+        print(json.dumps(ship_control(Path(sys.argv[2])), indent=1))
+    else:
+        print(json.dumps(ship(Path(sys.argv[1])), indent=1))

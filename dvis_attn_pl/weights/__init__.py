@@ -16,8 +16,10 @@ from ..errors import UserError
 SHIPPED_CONFIG = "tiny_fish"
 SHIPPED_WEIGHTS = Path(__file__).with_name("tiny_fish_synthetic.safetensors")
 SHIPPED_INFO = SHIPPED_WEIGHTS.with_suffix(".json")
+# the control experiment's model: the refiner trained on frame-shuffled clips (``python -m dvis_attn_pl control``)
+CONTROL_WEIGHTS = SHIPPED_WEIGHTS.with_name("tiny_fish_shuffled_control.safetensors")
 
-__all__ = ["SHIPPED_CONFIG", "SHIPPED_INFO", "SHIPPED_WEIGHTS", "shipped_info", "shipped_weights"]
+__all__ = ["CONTROL_WEIGHTS", "SHIPPED_CONFIG", "SHIPPED_INFO", "SHIPPED_WEIGHTS", "shipped_info", "shipped_weights"]
 
 
 def shipped_weights() -> Path:
