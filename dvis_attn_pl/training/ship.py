@@ -52,16 +52,14 @@ def ship(fit_dir: Path) -> dict:
     return info
 
 
-def fresh_refiner_init(out: Path, seed: int = 0) -> Path:
+def fresh_refiner_init(out: Path) -> Path:
     """The shipped weights with the refiner re-initialised as a seeded build makes it (the refiner stage's
     starting point in the shipped recipe): where the shuffled-clip control model starts."""
-    import torch
     from safetensors.torch import load_file, save_file
 
-    from ..model.build import build_model
+    from ..runner import build_weighted_model
 
-    torch.manual_seed(seed)
-    fresh = build_model(load_config(config_path(SHIPPED_CONFIG))).state_dict()
+    fresh = build_weighted_model(load_config(config_path(SHIPPED_CONFIG)), None, False).state_dict()  # seeded
     state = load_file(SHIPPED_WEIGHTS)
     state.update({k: fresh[k].clone().contiguous() for k in state if k.startswith("refiner.")})
     save_file(state, out)
