@@ -286,3 +286,22 @@ def test_control_command_writes_its_report(tmp_path):
     for row in doc["trained"]["classes"].values():  # every species in the report, with its verdict
         assert f"| {row['name']} |" in text and f"**{row['verdict']}**" in text
     assert f"**{doc['goals']['verdict_is_designed_cue']} of {doc['goals']['species']}**" in text
+
+
+@pytest.mark.slow
+def test_interventions_under_ddp_match_one_process(small_set, tmp_path):
+    """Intervention passes under CPU DDP (gloo, 2 processes) write the same files as on one process."""
+    from tests.cli_run import SMALL, data_args
+
+    runs = {}
+    for devices in ("1", "2"):
+        out = tmp_path / f"d{devices}"
+        proc = run_cli(["test", *data_args(small_set), "--accelerator", "cpu", "--devices", devices, "--out", str(out),
+                        "--capture", "none", "--interventions", "freeze,shuffle,no_time_attention,deletion",
+                        "--shuffle-k", "1", *SMALL], timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[devices] = out
+    for label in ("freeze", "shuffle-1", "no_time_attention", "deletion"):
+        for name in ("intervention.json", "inference/results_temporal.json", "inference/metrics.json"):
+            a = (runs["1"] / "interventions" / label / name).read_bytes()
+            assert a == (runs["2"] / "interventions" / label / name).read_bytes(), (label, name)
