@@ -170,7 +170,7 @@ Without --data it trains on the synthetic fish train split and validates on the 
 _CONTROL_EPILOG = """\
 examples:
   python -m dvis_attn_pl control                                 # writes docs/control_experiment.md
-  python -m dvis_attn_pl control --held-out-videos 30 --out runs/control30
+  python -m dvis_attn_pl control --held-out-videos 0 --out runs/control_val   # the 12-video val split
   python -m dvis_attn_pl control --skip-sanity --max-videos 4 --report /tmp/report.md
 """
 
@@ -337,9 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--shuffle-k", metavar="K", type=_positive_int, default=3, help="shuffle permutations (default 3)")
     control.add_argument("--max-videos", metavar="N", type=_positive_int, help="only the first N videos")
     control.add_argument(
-        "--held-out-videos", metavar="N", type=_positive_int,
-        help="run a held-out synthetic split of N videos (seed 2) instead of the 12-video val split, for "
-        "narrower intervals",
+        "--held-out-videos", metavar="N", type=_non_negative_int, default=30,
+        help="videos of the held-out synthetic split (seed 2; default 30); 0: the embedded 12-video val split "
+        "(3-5 objects per species: intervals too wide for most verdicts)",
     )
     control.add_argument("--control-weights", metavar="PATH", help="weights of the shuffled-clip control model")
     control.add_argument("--skip-sanity", action="store_true", help="run the trained model only")

@@ -277,7 +277,7 @@ def test_cli_deletion_curves_start_at_the_pass_probability(tmp_path):
 @pytest.mark.slow
 def test_control_command_writes_its_report(tmp_path):
     report = tmp_path / "docs" / "control.md"
-    r = run_cli(["control", "--skip-sanity", "--max-videos", "2", "--interventions", "freeze,shuffle,deletion",
+    r = run_cli(["control", "--skip-sanity", "--held-out-videos", "0", "--max-videos", "2", "--interventions", "freeze,shuffle,deletion",
                  "--shuffle-k", "1", "--out", str(tmp_path / "runs"), "--report", str(report)], threads=2, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     text = report.read_text()

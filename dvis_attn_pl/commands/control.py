@@ -56,7 +56,10 @@ def run_control(args: argparse.Namespace) -> int:
     if args.control_weights and not control_weights.is_file():
         raise UserError(f"{control_weights}: control weights not found")
     args.data_json = None
-    if args.held_out_videos:  # a larger held-out split of the same generator (train: seed 1, val: seed 0)
+    split = "the embedded synthetic val split (seed 0, 12 videos)"
+    if args.held_out_videos:
+        split = (f"a held-out synthetic split (seed {HELD_OUT_SEED}, {args.held_out_videos} videos; the shipped "
+                 "model was trained on seed 1 and validated on seed 0)")  # a larger held-out split of the same generator (train: seed 1, val: seed 0)
         from ..data.synthetic import ensure_synthetic_dataset
 
         args.data_json = ensure_synthetic_dataset(num_videos=args.held_out_videos, seed=HELD_OUT_SEED) / "valid.json"
@@ -75,7 +78,7 @@ def run_control(args: argparse.Namespace) -> int:
         curves = None
     command = "python -m dvis_attn_pl control " + " ".join(sys.argv[2:])
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_report(runs, command.strip(), plot, _design_notes(), curves), encoding="utf-8")
+    report.write_text(render_report(runs, command.strip(), plot, _design_notes(), curves, split), encoding="utf-8")
     (out / "control_experiment.json").write_text(json.dumps({**runs, "goals": goal_summary(runs["trained"])}, indent=1))
     if args.record:
         from ..analysis.proxy_validation import write_record
