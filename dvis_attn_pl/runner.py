@@ -12,6 +12,7 @@ from .data.ytvis_json import YTVISData
 from .errors import UserError
 from .preflight import check_inputs, check_run_dir_creatable, first_process_of_node, load_data, select_videos
 from .utils.compat import disable_lightning_signal_handlers
+from .utils.run_layout import TENSORBOARD_DIR, RunLayout
 
 RUN_DIR_ENV = "DVIS_ATTN_PL_RUN_DIR"
 
@@ -180,7 +181,7 @@ def build_trainer(args, run_dir: Path, callbacks: list, tensorboard: bool = True
             precision=args.precision,
             num_nodes=args.num_nodes,
             use_distributed_sampler=False,
-            logger=TensorBoardLogger(str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+            logger=TensorBoardLogger(str(run_dir), name="", version=TENSORBOARD_DIR, default_hp_metric=False)
             if tensorboard
             else False,
             callbacks=callbacks,
@@ -263,15 +264,16 @@ def check_run_dir(run_dir: Path, command: str, cfg, args, data: YTVISData, data_
     return fingerprint, check_resumable(run_dir, fingerprint)
 
 
-def prepare_resume(run_dir: Path, command: str, fingerprint: dict, resuming: bool, dataset, capture: bool) -> list:
-    """Record the run's start in the (created) ``run_dir`` and return the complete video ids."""
+def prepare_resume(run_dir: Path, info, resuming: bool, dataset, capture: bool) -> list:
+    """Record the run's start (``info``: its RunInfo) in the (created) ``run_dir`` and return the
+    complete video ids."""
     from .resume import completed_videos, is_launching_process, remove_temporary_files, start_run
 
     done = completed_videos(run_dir, dataset.video_ids, capture) if resuming else []
     if is_launching_process():
         if resuming:
             remove_temporary_files(run_dir)
-        start_run(run_dir, fingerprint, command, sys.argv[1:])
+        start_run(run_dir, info)
     if resuming:
         log(f"resuming {run_dir}: {len(done)} of {len(dataset)} videos already complete")
     return done
@@ -327,7 +329,11 @@ def execute(args, command: str) -> int:
     # every frame was checked up front (check_inputs) and is checked again as it is decoded
     dataset = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)
     make_run_dir(run_dir)  # the first byte written
-    done = prepare_resume(run_dir, command, fingerprint, resuming, dataset, args.capture != "none")
+    from .resume import describe_run
+
+    weights = getattr(args, "weights", "checkpoint" if args.ckpt else "random")
+    info = describe_run(command, sys.argv[1:], data_json, frames_root, args.ckpt, weights, fingerprint)
+    done = prepare_resume(run_dir, info, resuming, dataset, args.capture != "none")
     log(weights_line(args, cfg))
     metric = None
     if command == "test":
@@ -354,7 +360,7 @@ def execute(args, command: str) -> int:
         if trainer.is_global_zero:
             from .run_summary import finish_run
 
-            finish_run(run_dir, command, module.metric_results, data_json, data, cfg, args, random_weights=not args.ckpt)
+            finish_run(run_dir, info, module.metric_results, data, cfg)
         if interventions:
             full = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)
             for intervention in interventions:
@@ -362,7 +368,7 @@ def execute(args, command: str) -> int:
     except OSError:  # e.g. a full disk: an events file whose header never got written is never readable
         from .viz.tensorboard import remove_empty_event_files
 
-        remove_empty_event_files(run_dir / "tensorboard")
+        remove_empty_event_files(RunLayout(run_dir).tensorboard)
         raise
     return 0
 
@@ -390,11 +396,12 @@ def run_intervention(args, command: str, run_dir: Path, intervention, dataset, m
 
     from .data.datamodule import YTVISDataModule
     from .interventions import AlteredVideos, UnalteredRun, frame_order, knockout
-    from .interventions.passes import pass_dir, write_pass_summary
+    from .interventions.passes import write_pass_summary
     from .lightning_module import DVISDAQModule
 
-    out = pass_dir(run_dir, intervention.label)
-    if (out / "intervention.json").is_file():
+    layout = RunLayout(run_dir).intervention(intervention.label)
+    out = layout.root
+    if layout.pass_record.is_file():
         log(f"intervention {intervention.label}: already complete in {out}")
         return
     unaltered = UnalteredRun(run_dir) if intervention.family == "input" else None

@@ -48,16 +48,13 @@ LAYERS: dict[str, int | str] = {
     "dvis_attn_pl.commands": CLI,
 }
 
-# What analysis and viz may import besides themselves: utilities and the data schema.
-ANALYSIS_MAY_IMPORT = ("dvis_attn_pl.data",)
+# What analysis and viz may import besides themselves: utilities (the run-directory schema is
+# utils/run_layout), the data schema, and the YTVIS evaluator of result files (decision timing's AP).
+ANALYSIS_MAY_IMPORT = ("dvis_attn_pl.data", "dvis_attn_pl.metrics.ytvis_eval")
 
-# Imports that break the layering today, each with the issue-17 point that removes it. They sit in
-# files another change owns now (run_analyses.py); remove an entry when its import is gone.
-ALLOWED: dict[tuple[str, str], str] = {
-    # analysis reads the run's metrics summary helpers from orchestration: point 4 (one RunLayout /
-    # RunInfo owner below both) and point 2 (analysis/run_analyses.py imports run_summary).
-    ("dvis_attn_pl.analysis.run_analyses", "dvis_attn_pl.run_summary"): "issue 17 points 2 and 4",
-}
+# Imports that break the layering, each with the reason it is still there; remove an entry when its
+# import is gone (the test fails on an entry that no longer occurs).
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _module_name(path: Path) -> str:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..utils.run_layout import RunLayout
 
 HELD_OUT_SEED = 2  # the synthetic train split is seed 1, the embedded val split seed 0
 
@@ -35,7 +36,7 @@ def _causal(run_dir: Path, args: argparse.Namespace, extra: list[str], what: str
         test += ["--data", str(args.data_json), "--frames", str(args.data_json.parent / "JPEGImages")]
     _run(test, what)
     _run(["analyze", str(run_dir), "--only", "cues,causal", "--no-video", "--no-tensorboard"], f"{what} (analyze)")
-    return json.loads((run_dir / "inference" / "causal_cues.json").read_text())
+    return json.loads((RunLayout(run_dir).inference / "causal_cues.json").read_text())
 
 
 def run_control(args: argparse.Namespace) -> int:
