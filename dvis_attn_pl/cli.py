@@ -493,6 +493,40 @@ def _prepare(args: argparse.Namespace) -> None:
         _resolve_weights(args)
 
 
+def run_options(args: argparse.Namespace):
+    """The frozen :class:`~dvis_attn_pl.run_options.RunOptions` of a checked ``test`` / ``predict``
+    command line (after :func:`_prepare`): the only place the run's options leave the Namespace."""
+    from .run_options import Hardware, RunOptions
+
+    return RunOptions(
+        command=args.command,
+        argv=tuple(args.argv),
+        model_config=args.model_config,
+        model_source=args.model_source,
+        ckpt=args.ckpt,
+        weights=args.weights,
+        trust_checkpoint=bool(args.trust_checkpoint),
+        overrides=tuple(args.opts or ()),
+        data=args.data,
+        frames=args.frames,
+        out=args.out,
+        max_videos=args.max_videos,
+        capture=args.capture,
+        interventions=args.interventions,
+        shuffle_k=args.shuffle_k,
+        freeze_frame=args.freeze_frame,
+        intervention_seed=args.intervention_seed,
+        hardware=Hardware(
+            accelerator=args.accelerator,
+            devices=args.devices,
+            strategy=args.strategy,
+            precision=args.precision,
+            num_nodes=args.num_nodes,
+        ),
+        num_workers=args.num_workers,
+    )
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"{__package__}.commands.{args.command}")
     run = getattr(module, f"run_{args.command}")
@@ -571,7 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     guard = None
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
+        args.argv = tuple(argv)  # recorded in run.json
         if args.command is None:
             raise _UsageError(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
         _prepare(args)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .io_utils import is_own_temporary, path_escape
+from .run_options import RunOptions
 from .utils.run_layout import RUN_FILE, RunInfo, RunLayout
 
 _HEAD_TAIL = 1 << 20  # bytes of a checkpoint hashed at each end
@@ -65,23 +66,26 @@ def _stable_path(path: Path) -> str:
 
 
 def run_fingerprint(
-    command: str, cfg, args, data_json: Path, frames_root: Path, data_sha256: str | None = None
+    options: RunOptions, cfg, data_json: Path, frames_root: Path, data_sha256: str | None = None
 ) -> dict:
     """What decides a run's outputs; two starts with equal fingerprints write the same files.
-    ``data_sha256``: of the data json's bytes as read once (``--data`` may be a pipe)."""
+    ``data_sha256``: of the data json's bytes as read once (``--data`` may be a pipe).
+
+    The keys and the form of each value are those of every earlier version (run directories written
+    by them still resume): change them only together with a refusal message for older runs."""
     from . import __version__
 
     return {
-        "command": command,
+        "command": options.command,
         "version": __version__,
         "config_sha256": hashlib.sha256(cfg.dump().encode("utf-8")).hexdigest(),
-        "checkpoint": file_identity(args.ckpt) if args.ckpt else None,
+        "checkpoint": file_identity(options.ckpt) if options.ckpt else None,
         "data": {"path": _stable_path(data_json), "sha256": data_sha256 or file_sha256(data_json)},
         "frames": str(Path(frames_root).resolve()),
-        "max_videos": getattr(args, "max_videos", None),
-        "capture": getattr(args, "capture", "none"),
-        "precision": str(getattr(args, "precision", "")),
-        "model_source": getattr(args, "model_source", "native"),
+        "max_videos": options.max_videos,
+        "capture": options.capture,
+        "precision": str(options.hardware.precision),
+        "model_source": options.model_source,
     }
 
 
@@ -137,8 +141,7 @@ def start_run(run_dir: Path, info: RunInfo) -> None:
     info.write(RunLayout(run_dir))
 
 
-def describe_run(command: str, argv: list[str], data_json: Path, frames_root: Path, ckpt: str | None,
-                 weights: str, fingerprint: dict) -> RunInfo:
+def describe_run(options: RunOptions, data_json: Path, frames_root: Path, fingerprint: dict) -> RunInfo:
     """The run's ``run.json`` (status ``running``): the same fields at its start and its end."""
     import platform
 
@@ -146,14 +149,14 @@ def describe_run(command: str, argv: list[str], data_json: Path, frames_root: Pa
     import torch
 
     return RunInfo(
-        command=command,
-        argv=list(argv),
+        command=options.command,
+        argv=list(options.argv),
         status="running",
         data=str(Path(data_json).resolve()),
         frames=str(Path(frames_root).resolve()),
-        checkpoint=ckpt,
-        weights=weights,
-        random_weights=not ckpt,
+        checkpoint=options.ckpt,
+        weights=options.weights,
+        random_weights=options.random_weights,
         versions={"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__},
         fingerprint=fingerprint,
     )

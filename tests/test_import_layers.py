@@ -38,6 +38,7 @@ LAYERS: dict[str, int | str] = {
     "dvis_attn_pl.lightning_module": LIGHTNING,
     "callbacks": LIGHTNING,
     "dvis_attn_pl.runner": ORCHESTRATION,
+    "dvis_attn_pl.run_options": ORCHESTRATION,
     "dvis_attn_pl.preflight": ORCHESTRATION,
     "dvis_attn_pl.resume": ORCHESTRATION,
     "dvis_attn_pl.run_summary": ORCHESTRATION,
