@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from dvis_attn_pl.io_utils import atomic_write_bytes, atomic_write_json
+from dvis_attn_pl.utils.io_utils import atomic_write_bytes, atomic_write_json
 from dvis_attn_pl.utils.run_layout import MANIFEST, video_dir_name, video_sort_key
 
 __all__ = [

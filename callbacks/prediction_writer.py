@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from dvis_attn_pl.io_utils import atomic_write_json
+from dvis_attn_pl.utils.io_utils import atomic_write_json
 from dvis_attn_pl.utils.run_layout import (
     IMAGE_DIMENSIONS,
     RESULTS,

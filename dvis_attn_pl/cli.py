@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError, one_line
 from .utils.compat import file_being_written, install_thread_excepthook
+from .utils.errors import UserError, one_line
 
 __all__ = ["COMMANDS", "build_parser", "describe_error", "main"]
 
@@ -494,9 +494,9 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def run_options(args: argparse.Namespace):
-    """The frozen :class:`~dvis_attn_pl.run_options.RunOptions` of a checked ``test`` / ``predict``
+    """The frozen :class:`~dvis_attn_pl.run.options.RunOptions` of a checked ``test`` / ``predict``
     command line (after :func:`_prepare`): the only place the run's options leave the Namespace."""
-    from .run_options import Hardware, RunOptions
+    from .run.options import Hardware, RunOptions
 
     return RunOptions(
         command=args.command,
@@ -598,7 +598,7 @@ def _report(guard, exc: BaseException, code: int, trace: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status.
 
-    ``test`` and ``predict`` run under a :class:`~dvis_attn_pl.ddp_guard.RankGuard`: with several
+    ``test`` and ``predict`` run under a :class:`~dvis_attn_pl.run.ddp_guard.RankGuard`: with several
     processes, one failing rank stops them all and its error is printed once.
     """
     install_thread_excepthook()
@@ -612,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _UsageError(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
         _prepare(args)
         if args.command in ("test", "predict", "fit"):
-            from .ddp_guard import install
+            from .run.ddp_guard import install
 
             guard = install(num_nodes=args.num_nodes)
         code = _dispatch(args)
@@ -642,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _was_interrupted() -> bool:
-    from .ddp_guard import interrupted
+    from .run.ddp_guard import interrupted
 
     return interrupted.is_set()
 
@@ -650,7 +650,7 @@ def _was_interrupted() -> bool:
 def _interrupted(guard) -> int:
     """Ctrl-C or SIGTERM: stop the other ranks; one line from the launching process; status
     128 + the signal's number (130, 143)."""
-    from .ddp_guard import interrupt_code, interrupt_message
+    from .run.ddp_guard import interrupt_code, interrupt_message
 
     if guard is not None:
         if guard.is_child:

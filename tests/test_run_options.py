@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from dvis_attn_pl.cli import _prepare, build_parser, run_options
-from dvis_attn_pl.resume import run_fingerprint
-from dvis_attn_pl.run_options import RunOptions
+from dvis_attn_pl.run.options import RunOptions
+from dvis_attn_pl.run.resume import run_fingerprint
 
 
 def _options(*argv: str) -> RunOptions:

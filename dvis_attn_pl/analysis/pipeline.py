@@ -36,9 +36,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..errors import UserError
-from ..io_utils import atomic_write_bytes
 from ..utils.arrays import json_ready
+from ..utils.errors import UserError
+from ..utils.io_utils import atomic_write_bytes
 from .causal_cues import CueThresholds
 from .run_analyses import (
     CueReading,

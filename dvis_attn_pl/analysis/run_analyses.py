@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .attention_stats import aggregate, map_sequence_stats, series_stats
 from .compare_runs import compare_frame_importance, match_by_iou, pairs_from_matches
 from .cue_reading import importance_proxies, read_cues, temporal_attention_proxies

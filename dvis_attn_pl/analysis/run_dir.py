@@ -12,7 +12,7 @@ The run directory's names, its video order and ``run.json`` (:class:`RunInfo`) a
     attention_maps/manifest.json     every attention artifact (path, sha256, tensors) per video
     attention_maps/video_<id>/<kind>.safetensors, attention_maps/rolled_out/video_<id>.safetensors
 
-Nothing here builds or needs the model. Problems are :class:`~dvis_attn_pl.errors.UserError` with
+Nothing here builds or needs the model. Problems are :class:`~dvis_attn_pl.utils.errors.UserError` with
 one line naming the file, what is wrong and which analysis needs it. Optional inputs (the
 ground-truth json, the frames) come back as ``None`` together with the reason, so the caller can
 say why a part was left out.
@@ -33,8 +33,8 @@ import torch
 from safetensors.torch import load as safetensors_load
 
 from ..data.rle import RLEMasks, video_mask_iou, video_segmentations_to_rle
-from ..errors import UserError
-from ..io_utils import path_escape, safe_name
+from ..utils.errors import UserError
+from ..utils.io_utils import path_escape, safe_name
 from ..utils.run_layout import ATTENTION_DIR, MANIFEST, RunInfo, RunLayout, video_dir_name, video_sort_key
 
 __all__ = [

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 
 def _names(value: str | None, flag: str) -> tuple[str, ...] | None:

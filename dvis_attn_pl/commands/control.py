@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from ..utils.run_layout import RunLayout
 
 HELD_OUT_SEED = 2  # the synthetic train split is seed 1, the embedded val split seed 0

@@ -8,6 +8,6 @@ import argparse
 def run_test(args: argparse.Namespace) -> int:
     """Run the ``test`` command with the parsed arguments; returns the exit status."""
     from ..cli import run_options
-    from ..runner import execute
+    from ..run.runner import execute
 
     return execute(run_options(args))

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from ..data.frames import LazyFrames
 from ..data.rle import decode_rle
-from ..errors import UserError
+from ..utils.errors import UserError
 from ..utils.run_layout import RunLayout
 from .spec import Intervention
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io_utils import atomic_write_json
 from ..metrics.ytvis_eval import STAT_NAMES
+from ..utils.io_utils import atomic_write_json
 from ..utils.run_layout import INTERVENTIONS_DIR, RunLayout, completed_passes, pass_dir
 from .spec import Intervention
 

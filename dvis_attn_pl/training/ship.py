@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import config_path, load_config
 from ..data.synthetic import GENERATOR_VERSION, SyntheticParams
-from ..io_utils import atomic_write_json
+from ..utils.io_utils import atomic_write_json
 from ..weights import SHIPPED_CONFIG, SHIPPED_INFO, SHIPPED_WEIGHTS
 from . import STAGES
 from .fit import TRAIN_SPLIT, WEIGHTS_NAME

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io_utils import atomic_write_json, safe_name
+from .io_utils import atomic_write_json, safe_name
 
 __all__ = [
     "ATTENTION_DIR",

@@ -27,10 +27,10 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
-from .io_utils import is_own_temporary, path_escape
-from .run_options import RunOptions
-from .utils.run_layout import RUN_FILE, RunInfo, RunLayout
+from ..utils.errors import UserError
+from ..utils.io_utils import is_own_temporary, path_escape
+from ..utils.run_layout import RUN_FILE, RunInfo, RunLayout
+from .options import RunOptions
 
 _HEAD_TAIL = 1 << 20  # bytes of a checkpoint hashed at each end
 
@@ -73,7 +73,7 @@ def run_fingerprint(
 
     The keys and the form of each value are those of every earlier version (run directories written
     by them still resume): change them only together with a refusal message for older runs."""
-    from . import __version__
+    from .. import __version__
 
     return {
         "command": options.command,
@@ -136,7 +136,7 @@ def _left_by_a_start(name: str) -> bool:
 
 
 def start_run(run_dir: Path, info: RunInfo) -> None:
-    """Write ``run.json`` with status ``running`` (``run_summary.finish_run`` marks it complete at the end)."""
+    """Write ``run.json`` with status ``running`` (``summary.finish_run`` marks it complete at the end)."""
     assert info.status == "running", info.status
     info.write(RunLayout(run_dir))
 

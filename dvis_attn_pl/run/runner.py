@@ -7,12 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from .data.ytvis_json import YTVISData
-from .errors import UserError
+from ..data.ytvis_json import YTVISData
+from ..utils.compat import disable_lightning_signal_handlers
+from ..utils.errors import UserError
+from ..utils.run_layout import TENSORBOARD_DIR, RunLayout
+from .options import Hardware, RunOptions
 from .preflight import check_inputs, check_run_dir_creatable, first_process_of_node, load_data, select_videos
-from .run_options import Hardware, RunOptions
-from .utils.compat import disable_lightning_signal_handlers
-from .utils.run_layout import TENSORBOARD_DIR, RunLayout
 
 RUN_DIR_ENV = "DVIS_ATTN_PL_RUN_DIR"
 
@@ -51,10 +51,10 @@ def make_run_dir(path: Path) -> Path:
 
 def resolve_config(options: RunOptions):
     """The model config: ``--model-config`` (+ trailing overrides) or the embedded tiny CPU config."""
-    from .config import check_values, config_path, load_config
+    from ..config import check_values, config_path, load_config
 
     if options.model_source == "detectron2":  # the user's own code via detectron2
-        from .model.detectron2_source import load_detectron2_config
+        from ..model.detectron2_source import load_detectron2_config
 
         if not options.model_config:
             raise UserError("--model-source detectron2 needs --model-config (the YAML your code reads)")
@@ -75,7 +75,7 @@ def resolve_data(options: RunOptions) -> tuple[Path, Path]:
         raise UserError("--data and --frames go together: pass both, or neither for the embedded dataset")
     if options.data:
         return Path(options.data), Path(options.frames)
-    from .data.synthetic import ensure_synthetic_dataset
+    from ..data.synthetic import ensure_synthetic_dataset
 
     root = ensure_synthetic_dataset()
     return root / "valid.json", root / "JPEGImages"
@@ -85,11 +85,11 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool, config_file: Path |
     """Build the model; load ``ckpt`` strictly, or seed the random weights so every rank agrees."""
     import torch
 
-    from .model.build import build_model
-    from .model.checkpoint import load_state_strict, read_checkpoint
+    from ..model.build import build_model
+    from ..model.checkpoint import load_state_strict, read_checkpoint
 
     if type(cfg).__module__.startswith("detectron2"):  # --model-source detectron2 (see resolve_config)
-        from .model.detectron2_source import build_detectron2_model
+        from ..model.detectron2_source import build_detectron2_model
 
         return build_detectron2_model(None, ckpt=ckpt, trust=trust, cfg=cfg)
     stored = read_checkpoint(ckpt, trust=trust) if ckpt else None  # a broken file fails before the build
@@ -108,7 +108,7 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool, config_file: Path |
 def build_shipped_or_given_model(options: RunOptions, cfg, config_file):
     """:func:`build_weighted_model` for a run; when the shipped weights do not fit the model the
     overrides made (another meta-architecture, class count, ...), the error says what to pass."""
-    from .model.checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError
 
     try:
         return build_weighted_model(cfg, options.ckpt, options.trust_checkpoint, config_file)
@@ -125,7 +125,7 @@ def weights_line(options: RunOptions, cfg) -> str:
     """The status line that says which weights the run uses."""
     source = options.weights
     if source == "shipped":
-        from .weights import shipped_info
+        from ..weights import shipped_info
 
         info = shipped_info()
         ap = (info.get("val") or {}).get("AP")
@@ -217,7 +217,7 @@ def _parse_devices(value: str):
 
 def build_dataset(data_json: Path, frames_root: Path, cfg, max_videos: int | None):
     """The video set, limited to its first ``max_videos`` videos (by id) when asked."""
-    from .data.dataset import YTVISVideoDataset
+    from ..data.dataset import YTVISVideoDataset
 
     data = load_data(data_json, max_videos)
     return YTVISVideoDataset.from_data(data, frames_root, cfg), data
@@ -299,9 +299,9 @@ def execute(options: RunOptions) -> int:
     trainer = build_trainer(options.hardware, run_dir, callbacks)  # refuses hardware flags Lightning cannot use
     model = build_shipped_or_given_model(options, cfg, config_file)
 
-    from .data.datamodule import YTVISDataModule, default_num_workers
-    from .data.dataset import YTVISVideoDataset
-    from .lightning_module import DVISDAQModule
+    from ..data.datamodule import YTVISDataModule, default_num_workers
+    from ..data.dataset import YTVISVideoDataset
+    from ..lightning_module import DVISDAQModule
 
     workers = options.num_workers
     if workers is None:  # on the CPU the workers would only take the model's cores
@@ -317,7 +317,7 @@ def execute(options: RunOptions) -> int:
     log(weights_line(options, cfg))
     metric = None
     if command == "test":
-        from .metrics import YTVISMetric
+        from ..metrics import YTVISMetric
 
         metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
     module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)
@@ -338,7 +338,7 @@ def execute(options: RunOptions) -> int:
         else:
             trainer.predict(module, datamodule=datamodule, return_predictions=False)
         if trainer.is_global_zero:
-            from .run_summary import finish_run
+            from .summary import finish_run
 
             finish_run(run_dir, info, module.metric_results, data, cfg)
         if interventions:
@@ -346,7 +346,7 @@ def execute(options: RunOptions) -> int:
             for intervention in interventions:
                 run_intervention(options, run_dir, intervention, full, model, data, workers)
     except OSError:  # e.g. a full disk: an events file whose header never got written is never readable
-        from .viz.tensorboard import remove_empty_event_files
+        from ..viz.tensorboard import remove_empty_event_files
 
         remove_empty_event_files(RunLayout(run_dir).tensorboard)
         raise
@@ -357,7 +357,7 @@ def requested_interventions(options: RunOptions) -> list:
     """The passes ``--interventions`` asks for (checked before anything is written)."""
     if not options.interventions:
         return []
-    from .interventions import parse_interventions
+    from ..interventions import parse_interventions
 
     return parse_interventions(
         options.interventions,
@@ -375,10 +375,10 @@ def run_intervention(
     from callbacks import PredictionWriter
     from callbacks.progress import VideoProgressBar
 
-    from .data.datamodule import YTVISDataModule
-    from .interventions import AlteredVideos, UnalteredRun, frame_order, knockout
-    from .interventions.passes import write_pass_summary
-    from .lightning_module import DVISDAQModule
+    from ..data.datamodule import YTVISDataModule
+    from ..interventions import AlteredVideos, UnalteredRun, frame_order, knockout
+    from ..interventions.passes import write_pass_summary
+    from ..lightning_module import DVISDAQModule
 
     layout = RunLayout(run_dir).intervention(intervention.label)
     out = layout.root
@@ -396,7 +396,7 @@ def run_intervention(
     trainer = build_trainer(options.hardware, out, callbacks, tensorboard=False)
     metric = None
     if command == "test":
-        from .metrics import YTVISMetric
+        from ..metrics import YTVISMetric
 
         metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
     module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)

@@ -6,15 +6,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .analysis.decision import decision_timing
-from .io_utils import atomic_write_bytes, atomic_write_json
-from .metrics.ytvis_eval import STAT_NAMES
-from .utils.run_layout import RunInfo, RunLayout
+from ..analysis.decision import decision_timing
+from ..metrics.ytvis_eval import STAT_NAMES
+from ..utils.io_utils import atomic_write_bytes, atomic_write_json
+from ..utils.run_layout import RunInfo, RunLayout
 
 
 def format_table(stats: dict) -> str:
     """The 12 YTVIS statistics, one per line, as the official summary prints them."""
-    from .metrics.ytvis_eval import summary_lines
+    from ..metrics.ytvis_eval import summary_lines
 
     return "\n".join(summary_lines(stats))
 
@@ -24,7 +24,7 @@ def log_metrics_to_tensorboard(log_dir: Path, metrics: dict, cfg) -> None:
 
     The 12 YTVIS statistics themselves are logged by the LightningModule (``metrics/<name>``).
     """
-    from .viz.tensorboard import RunBoard, metrics_layout
+    from ..viz.tensorboard import RunBoard, metrics_layout
 
     timing = metrics["decision_timing"]
     ap_k = {f"AP_after_{k.rstrip('%')}pct_frames": v for k, v in (timing.get("AP_after_fraction_of_frames") or {}).items()}
