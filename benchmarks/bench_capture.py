@@ -39,7 +39,7 @@ CAPTURE_TARGETS = {"temporal": 1.05, "decoder": 1.15}
 def _trainer(device: torch.device, callbacks: list):
     import lightning as L
 
-    from dvis_attn_pl.runner import quiet_lightning
+    from dvis_attn_pl.run.runner import quiet_lightning
 
     quiet_lightning()
     return L.Trainer(
@@ -154,7 +154,7 @@ def bench_capture(
     from benchmarks.bench_inference import resolve_config_path
     from dvis_attn_pl.data.synthetic import ensure_synthetic_dataset
     from dvis_attn_pl.lightning_module import DVISDAQModule
-    from dvis_attn_pl.runner import build_dataset
+    from dvis_attn_pl.run.runner import build_dataset
 
     unknown = [p for p in presets if p not in preset_names() or p == "none"]
     if unknown:

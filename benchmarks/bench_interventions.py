@@ -31,7 +31,7 @@ def bench_interventions(videos: int = 4, repeats: int = 3, root: Path | None = N
     from dvis_attn_pl.data.synthetic import ensure_synthetic_dataset
     from dvis_attn_pl.interventions import AlteredVideos, knockout, parse_interventions
     from dvis_attn_pl.lightning_module import DVISDAQModule
-    from dvis_attn_pl.runner import build_dataset, build_weighted_model
+    from dvis_attn_pl.run.runner import build_dataset, build_weighted_model
     from dvis_attn_pl.weights import shipped_weights
 
     data_root = ensure_synthetic_dataset(root) if root is not None else ensure_synthetic_dataset()

@@ -55,9 +55,9 @@ class _LoopClock:
 
 def predict_loop_times(data: Path, frames: Path, workers: int, device: str = "cpu") -> tuple[float, float, int]:
     """``(loop seconds, forward seconds, videos)`` of one in-process ``predict`` run."""
-    from dvis_attn_pl import runner
     from dvis_attn_pl.cli import main
     from dvis_attn_pl.lightning_module import DVISDAQModule
+    from dvis_attn_pl.run import runner
 
     clock = _LoopClock()
     build, start, end = runner.build_weighted_model, DVISDAQModule.on_predict_start, DVISDAQModule.on_predict_end

@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import Callback
 
 from dvis_attn_pl.capture_presets import get_preset, resolve_selection
 from dvis_attn_pl.model.capture import CaptureSite, enable_capture, select_sites
+from dvis_attn_pl.utils.run_layout import RunLayout
 
 from .attention_reduce import (
     SEGMENTER_KINDS,
@@ -58,7 +59,6 @@ __all__ = ["Artifact", "AttentionCapture", "CaptureBudgetError", "VideoCapture"]
 
 log = logging.getLogger(__name__)
 
-ATTENTION_DIR = "attention_maps"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -191,7 +191,7 @@ class AttentionCapture(Callback):
         self.tracker_weight_layer = tracker_weight_layer
         self.decoder_raw = decoder_raw
         self.max_buffer_bytes = max_buffer_bytes
-        self.root = Path(run_dir) / ATTENTION_DIR if run_dir is not None else None
+        self.root = RunLayout(run_dir).attention if run_dir is not None else None
         self.queue_size = queue_size
         self.run_info: dict = {
             "preset": preset,

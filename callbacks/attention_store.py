@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from dvis_attn_pl.io_utils import atomic_write_bytes, atomic_write_json, safe_name
+from dvis_attn_pl.utils.io_utils import atomic_write_bytes, atomic_write_json
+from dvis_attn_pl.utils.run_layout import MANIFEST, video_dir_name, video_sort_key
 
 __all__ = [
     "MANIFEST_NAME",
@@ -46,8 +47,8 @@ __all__ = [
     "video_dir_name",
 ]
 
-MANIFEST_NAME = "manifest.json"
-PART_NAME = "manifest.json"
+MANIFEST_NAME = MANIFEST  # the run's attention manifest
+PART_NAME = MANIFEST  # and each video's part
 FORMAT = "dvis_attn_pl.attention_maps"
 FORMAT_VERSION = 1
 METADATA_KEY = "dvis_attn_pl"  # the one safetensors metadata entry: JSON {format, video_id, meta}
@@ -68,14 +69,6 @@ _DTYPE_NAMES = {
 class AttentionStoreError(RuntimeError):
     """The background writer failed; the message names the file it was writing."""
 
-
-def video_dir_name(video_id: object) -> str:
-    """``video_<id>`` (the id made safe for a file name)."""
-    return f"video_{safe_name(video_id)}"
-
-
-def _video_sort_key(video_id: object) -> tuple:
-    return (0, video_id, "") if isinstance(video_id, int) else (1, 0, str(video_id))
 
 
 @dataclass
@@ -258,7 +251,7 @@ def merge_manifest(root: str | Path, run_info: Mapping | None = None) -> dict:
     """
     root = Path(root)
     parts = [json.loads(p.read_text()) for p in sorted(root.glob(f"video_*/{PART_NAME}"))]
-    parts.sort(key=lambda p: _video_sort_key(p["video_id"]))
+    parts.sort(key=lambda p: video_sort_key(p["video_id"]))
     videos = {str(p["video_id"]): p for p in parts}
     manifest = {
         "format": FORMAT,

@@ -38,7 +38,7 @@ class DeletionCurves(Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if not hasattr(pl_module.model, "keep_refiner_inputs"):
-            from dvis_attn_pl.errors import UserError
+            from dvis_attn_pl.utils.errors import UserError
 
             raise UserError("deletion curves need the offline model's refiner (an online config has none)")
         pl_module.model.keep_refiner_inputs = True

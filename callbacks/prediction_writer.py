@@ -24,20 +24,29 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from dvis_attn_pl.io_utils import atomic_write_json, safe_name
+from dvis_attn_pl.utils.io_utils import atomic_write_json
+from dvis_attn_pl.utils.run_layout import (
+    IMAGE_DIMENSIONS,
+    RESULTS,
+    RESULTS_TEMPORAL,
+    RESULTS_TEMPORAL_SUMMARY,
+    RunLayout,
+    video_sort_key,
+)
 
 
 class PredictionWriter(Callback):
     """Writes results per video during the loop and merges them on rank 0 at its end."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.inference_dir = Path(run_dir) / "inference"
-        self.parts_dir = self.inference_dir / "parts"
+        self.layout = RunLayout(run_dir)
+        self.inference_dir = self.layout.inference
+        self.parts_dir = self.layout.parts
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
 
     def part_path(self, video_id) -> Path:
-        return self.parts_dir / f"{safe_name(video_id)}.json"
+        return self.layout.part(video_id)
 
     def completed_videos(self) -> set[str]:
         """Video ids (as file-name strings) whose part file exists."""
@@ -99,15 +108,10 @@ class PredictionWriter(Callback):
         trainer.strategy.barrier("prediction_writer_merged")
 
 
-def _video_sort_key(part: dict):
-    vid = part["video_id"]
-    return (0, vid, "") if isinstance(vid, int) else (1, 0, str(vid))
-
-
 def merge_parts(parts_dir: Path, inference_dir: Path) -> dict:
     """Merge every part in ``parts_dir`` into the run's inference files; returns a small summary."""
     parts = [json.loads(p.read_text()) for p in sorted(Path(parts_dir).glob("*.json"))]
-    parts.sort(key=_video_sort_key)
+    parts.sort(key=lambda part: video_sort_key(part["video_id"]))
     results, temporal, dims, per_video = [], [], {}, {}
     for part in parts:
         results.extend(part["records"])
@@ -118,11 +122,11 @@ def merge_parts(parts_dir: Path, inference_dir: Path) -> dict:
             {e["refiner_id"] for e in part["temporal"] if e.get("refiner_id") is not None}
         )
     all_ids = sorted({rid for ids in per_video.values() for rid in ids})
-    atomic_write_json(inference_dir / "results.json", results)
-    atomic_write_json(inference_dir / "results_temporal.json", temporal)
+    atomic_write_json(inference_dir / RESULTS, results)
+    atomic_write_json(inference_dir / RESULTS_TEMPORAL, temporal)
     atomic_write_json(
-        inference_dir / "results_temporal_summary.json",
+        inference_dir / RESULTS_TEMPORAL_SUMMARY,
         {"refiner_ids_all": all_ids, "refiner_ids_per_video": per_video, "num_videos": len(parts)},
     )
-    atomic_write_json(inference_dir / "image_dimensions.json", dims)
+    atomic_write_json(inference_dir / IMAGE_DIMENSIONS, dims)
     return {"videos": len(parts), "predictions": len(results)}

@@ -29,13 +29,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dvis_attn_pl.analysis.rollout import HEAD_FUSIONS, READOUTS, RESIDUALS, rollout_readout, temporal_rollout
+from dvis_attn_pl.utils.run_layout import ROLLOUT_DIR, video_dir_name
 
 from .attention_capture import Artifact, AttentionCapture, VideoCapture
-from .attention_store import video_dir_name
 
 __all__ = ["ROLLOUT_DIR", "TemporalRollout"]
 
-ROLLOUT_DIR = "rolled_out"
 
 
 class TemporalRollout(Callback):

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError, one_line
 from .utils.compat import file_being_written, install_thread_excepthook
+from .utils.errors import UserError, one_line
 
 __all__ = ["COMMANDS", "build_parser", "describe_error", "main"]
 
@@ -493,6 +493,40 @@ def _prepare(args: argparse.Namespace) -> None:
         _resolve_weights(args)
 
 
+def run_options(args: argparse.Namespace):
+    """The frozen :class:`~dvis_attn_pl.run.options.RunOptions` of a checked ``test`` / ``predict``
+    command line (after :func:`_prepare`): the only place the run's options leave the Namespace."""
+    from .run.options import Hardware, RunOptions
+
+    return RunOptions(
+        command=args.command,
+        argv=tuple(args.argv),
+        model_config=args.model_config,
+        model_source=args.model_source,
+        ckpt=args.ckpt,
+        weights=args.weights,
+        trust_checkpoint=bool(args.trust_checkpoint),
+        overrides=tuple(args.opts or ()),
+        data=args.data,
+        frames=args.frames,
+        out=args.out,
+        max_videos=args.max_videos,
+        capture=args.capture,
+        interventions=args.interventions,
+        shuffle_k=args.shuffle_k,
+        freeze_frame=args.freeze_frame,
+        intervention_seed=args.intervention_seed,
+        hardware=Hardware(
+            accelerator=args.accelerator,
+            devices=args.devices,
+            strategy=args.strategy,
+            precision=args.precision,
+            num_nodes=args.num_nodes,
+        ),
+        num_workers=args.num_workers,
+    )
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"{__package__}.commands.{args.command}")
     run = getattr(module, f"run_{args.command}")
@@ -564,19 +598,21 @@ def _report(guard, exc: BaseException, code: int, trace: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status.
 
-    ``test`` and ``predict`` run under a :class:`~dvis_attn_pl.ddp_guard.RankGuard`: with several
+    ``test`` and ``predict`` run under a :class:`~dvis_attn_pl.run.ddp_guard.RankGuard`: with several
     processes, one failing rank stops them all and its error is printed once.
     """
     install_thread_excepthook()
     parser = build_parser()
     guard = None
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
+        args.argv = tuple(argv)  # recorded in run.json
         if args.command is None:
             raise _UsageError(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
         _prepare(args)
         if args.command in ("test", "predict", "fit"):
-            from .ddp_guard import install
+            from .run.ddp_guard import install
 
             guard = install(num_nodes=args.num_nodes)
         code = _dispatch(args)
@@ -606,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _was_interrupted() -> bool:
-    from .ddp_guard import interrupted
+    from .run.ddp_guard import interrupted
 
     return interrupted.is_set()
 
@@ -614,7 +650,7 @@ def _was_interrupted() -> bool:
 def _interrupted(guard) -> int:
     """Ctrl-C or SIGTERM: stop the other ranks; one line from the launching process; status
     128 + the signal's number (130, 143)."""
-    from .ddp_guard import interrupt_code, interrupt_message
+    from .run.ddp_guard import interrupt_code, interrupt_message
 
     if guard is not None:
         if guard.is_child:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from fvcore.common.config import CfgNode
 
-from dvis_attn_pl.errors import UserError
 from dvis_attn_pl.model.backbone import BACKBONES, ResNet, ShapeSpec, build_backbone, register_backbone
 from dvis_attn_pl.model.conv_norm import FrozenBatchNorm2d
+from dvis_attn_pl.utils.errors import UserError
 from tests.golden import assert_close_ref, golden_case
 
 

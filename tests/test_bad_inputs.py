@@ -588,7 +588,7 @@ def test_frame_headers_are_checked_once_per_node(data_set, tmp_path, monkeypatch
     """A node's later processes (LOCAL_RANK > 0, started by the first after its checks) skip the
     per-frame checks; the first process of a node runs them."""
     from dvis_attn_pl.config import config_path, load_config
-    from dvis_attn_pl.preflight import check_inputs, first_process_of_node
+    from dvis_attn_pl.run.preflight import check_inputs, first_process_of_node
 
     frames = Path(shutil.copytree(data_set / "JPEGImages", tmp_path / "frames"))
     first = sorted(frames.rglob("*.png"))[0]

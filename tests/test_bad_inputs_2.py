@@ -459,8 +459,8 @@ def test_checkpoint_format_is_read_from_the_content(tmp_path, name, tiny_state):
 
 
 def test_only_the_tools_own_temporary_names_are_removed(tmp_path):
-    from dvis_attn_pl.io_utils import atomic_write_bytes, is_own_temporary
-    from dvis_attn_pl.resume import remove_temporary_files
+    from dvis_attn_pl.run.resume import remove_temporary_files
+    from dvis_attn_pl.utils.io_utils import atomic_write_bytes, is_own_temporary
 
     own = [".results.json.k2j4h5g6.dvis.tmp", ".video_3.1234.0123456789ab.dvis.tmp.mp4"]
     theirs = [".notes.tmp", ".x.abcdefgh.tmp", "results.dvis.tmp", ".a.dvis.tmp", ".b.tmp.mp4"]
@@ -501,8 +501,8 @@ def test_predict_of_a_pipe_reads_it_once(data_set, tmp_path):
 def test_a_start_killed_before_run_json_leaves_a_folder_that_is_still_usable(tmp_path):
     """Only what a killed start itself leaves (the write probe, its own temporary files) is ignored
     when deciding whether --out is a user's folder."""
-    from dvis_attn_pl.errors import UserError
-    from dvis_attn_pl.resume import PROBE_FILE, check_resumable
+    from dvis_attn_pl.run.resume import PROBE_FILE, check_resumable
+    from dvis_attn_pl.utils.errors import UserError
 
     (tmp_path / PROBE_FILE).write_text("")
     (tmp_path / ".run.json.abcdefgh.dvis.tmp").write_text("{")

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from dvis_attn_pl.errors import UserError
 from dvis_attn_pl.model.checkpoint import CheckpointError, load_checkpoint, read_state_dict
 from dvis_attn_pl.model.conv_norm import Conv2d, FrozenBatchNorm2d
+from dvis_attn_pl.utils.errors import UserError
 from tests.golden import golden_case
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from dvis_attn_pl import cli
 from dvis_attn_pl.config import config_path
-from dvis_attn_pl.errors import UserError
+from dvis_attn_pl.utils.errors import UserError
 from dvis_attn_pl.weights import SHIPPED_WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from dvis_attn_pl.config import (
     load_config,
 )
 from dvis_attn_pl.config.defaults import PROJECT_KEYS
-from dvis_attn_pl.errors import UserError
+from dvis_attn_pl.utils.errors import UserError
 from tests.shared_data import SHARED, needs_shared
 
 OFFICIAL = SHARED / "official_configs"

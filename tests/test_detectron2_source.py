@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from dvis_attn_pl.errors import UserError
 from dvis_attn_pl.model import detectron2_source as d2s
+from dvis_attn_pl.utils.errors import UserError
 
 from .golden import assert_outputs_match, golden_case
 

@@ -14,9 +14,9 @@ from pycocotools import mask as mask_utils
 
 from dvis_attn_pl.cli import main
 from dvis_attn_pl.commands.evaluate import run_evaluate
-from dvis_attn_pl.errors import UserError
 from dvis_attn_pl.metrics import STAT_NAMES, evaluate_ytvis
 from dvis_attn_pl.metrics.ytvis_eval import summary_lines
+from dvis_attn_pl.utils.errors import UserError
 from tests.shared_data import SHARED, require_shared
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,9 +22,7 @@ ANALYSIS = "analysis"  # beside DOMAIN for the layers above it; its own rule for
 # module (or package) -> layer; the longest matching prefix wins
 LAYERS: dict[str, int | str] = {
     "dvis_attn_pl": UTILITIES,  # the package root: __version__ (its public API re-exports are lazy)
-    "dvis_attn_pl.utils": UTILITIES,
-    "dvis_attn_pl.errors": UTILITIES,
-    "dvis_attn_pl.io_utils": UTILITIES,
+    "dvis_attn_pl.utils": UTILITIES,  # errors, io_utils, compat, arrays, run_layout
     "dvis_attn_pl.config": DOMAIN,
     "dvis_attn_pl.data": DOMAIN,
     "dvis_attn_pl.model": DOMAIN,
@@ -37,27 +35,20 @@ LAYERS: dict[str, int | str] = {
     "dvis_attn_pl.viz": ANALYSIS,
     "dvis_attn_pl.lightning_module": LIGHTNING,
     "callbacks": LIGHTNING,
-    "dvis_attn_pl.runner": ORCHESTRATION,
-    "dvis_attn_pl.preflight": ORCHESTRATION,
-    "dvis_attn_pl.resume": ORCHESTRATION,
-    "dvis_attn_pl.run_summary": ORCHESTRATION,
-    "dvis_attn_pl.ddp_guard": ORCHESTRATION,
+    "dvis_attn_pl.run": ORCHESTRATION,  # runner, options, preflight, resume, summary, ddp_guard
     "dvis_attn_pl.training": ORCHESTRATION,  # the fit command: its stages, Lightning module and run
     "dvis_attn_pl.cli": CLI,
     "dvis_attn_pl.__main__": CLI,
     "dvis_attn_pl.commands": CLI,
 }
 
-# What analysis and viz may import besides themselves: utilities and the data schema.
-ANALYSIS_MAY_IMPORT = ("dvis_attn_pl.data",)
+# What analysis and viz may import besides themselves: utilities (the run-directory schema is
+# utils/run_layout), the data schema, and the YTVIS evaluator of result files (decision timing's AP).
+ANALYSIS_MAY_IMPORT = ("dvis_attn_pl.data", "dvis_attn_pl.metrics.ytvis_eval")
 
-# Imports that break the layering today, each with the issue-17 point that removes it. They sit in
-# files another change owns now (run_analyses.py); remove an entry when its import is gone.
-ALLOWED: dict[tuple[str, str], str] = {
-    # analysis reads the run's metrics summary helpers from orchestration: point 4 (one RunLayout /
-    # RunInfo owner below both) and point 2 (analysis/run_analyses.py imports run_summary).
-    ("dvis_attn_pl.analysis.run_analyses", "dvis_attn_pl.run_summary"): "issue 17 points 2 and 4",
-}
+# Imports that break the layering, each with the reason it is still there; remove an entry when its
+# import is gone (the test fails on an entry that no longer occurs).
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _module_name(path: Path) -> str:
@@ -141,7 +132,15 @@ def test_imports_flow_one_way():
 
 def test_the_check_sees_a_violation():
     assert _violates("dvis_attn_pl.model.meta_arch", "dvis_attn_pl.analysis.decision")
-    assert _violates("callbacks.attention_capture", "dvis_attn_pl.runner")
+    assert _violates("callbacks.attention_capture", "dvis_attn_pl.run.runner")
     assert _violates("dvis_attn_pl.analysis.run_dir", "dvis_attn_pl.model.capture")
-    assert not _violates("dvis_attn_pl.runner", "callbacks.progress")
+    assert not _violates("dvis_attn_pl.run.runner", "callbacks.progress")
     assert not _violates("dvis_attn_pl.analysis.video_inputs", "dvis_attn_pl.data.rle")
+
+
+def test_each_layer_is_a_folder():
+    """The package root holds only the layers' folders and a few single-purpose modules (issue 17
+    point 3): the run orchestration lives in ``run/``, the utilities in ``utils/``."""
+    root = ROOT / "dvis_attn_pl"
+    modules = sorted(p.stem for p in root.glob("*.py"))
+    assert modules == ["__init__", "__main__", "capture_presets", "cli", "lightning_module", "results"], modules

@@ -20,10 +20,10 @@ from dvis_attn_pl.analysis.causal_cues import (
 from dvis_attn_pl.config import config_path, load_config
 from dvis_attn_pl.data.rle import decode_rle
 from dvis_attn_pl.data.synthetic import ensure_synthetic_dataset
-from dvis_attn_pl.errors import UserError
 from dvis_attn_pl.interventions import AlteredVideos, Intervention, frame_order, knockout, parse_interventions
 from dvis_attn_pl.interventions.frames import SILHOUETTE_BACKGROUND, SILHOUETTE_OBJECT
-from dvis_attn_pl.runner import build_dataset, build_weighted_model
+from dvis_attn_pl.run.runner import build_dataset, build_weighted_model
+from dvis_attn_pl.utils.errors import UserError
 from tests.cli_run import run_cli
 
 # ----------------------------------------------------------------------------- parsing and orders

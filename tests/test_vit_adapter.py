@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dvis_attn_pl.errors import UserError
 from dvis_attn_pl.model.backbone.base import ShapeSpec, build_backbone
 from dvis_attn_pl.model.backbone.vit_adapter import ViTAdapter, ViTAdapterSizes, vit_adapter_sizes
 from dvis_attn_pl.model.capture import disable_capture, enable_capture, name_capture_sites, select_sites
+from dvis_attn_pl.utils.errors import UserError
 from tests.golden import assert_close_ref, golden_case
 
 CASE = "vitadapter_offline_tiny"

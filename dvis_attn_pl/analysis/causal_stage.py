@@ -172,7 +172,7 @@ class CausalCues:
             "passes": passes,
             "classes": {str(k): v for k, v in stats.items()},
             "table": table,
-            "random_weights": bool((self.run.run_info or {}).get("random_weights")),
+            "random_weights": bool(self.run.run_info is not None and self.run.run_info.random_weights),
             "faithfulness": None if not self.deletion else {
                 "importance": "frame_importance (the refiner's temporal pooling weights)",
                 "predictions": f"top predictions scored >= {REFERENCE_MIN_SCORE} (one per refiner row)",

@@ -33,3 +33,83 @@ def settle_frame(labels: torch.Tensor) -> torch.Tensor:
 def prefix_lengths(num_frames: int, fractions: tuple[float, ...]) -> list[int]:
     """Frame counts ``ceil(f * T)`` (at least 1) for the given fractions of a video."""
     return [max(1, min(num_frames, -(-int(round(f * 1000)) * num_frames // 1000))) for f in fractions]
+
+
+PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def truncate_ground_truth(gt: dict, fractions_to_k: dict[int, int]) -> dict:
+    """The GT json restricted to each video's first k frames (``fractions_to_k``: video id -> k)."""
+    videos = []
+    for v in gt["videos"]:
+        k = fractions_to_k[v["id"]]
+        videos.append({**v, "length": k, "file_names": list(v.get("file_names", []))[:k]})
+    anns = []
+    for a in gt.get("annotations", []):
+        k = fractions_to_k[a["video_id"]]
+        trimmed = {**a, "segmentations": a["segmentations"][:k]}
+        for key in ("areas", "bboxes"):
+            if key in a and a[key] is not None:
+                trimmed[key] = a[key][:k]
+        anns.append(trimmed)
+    return {**gt, "videos": videos, "annotations": anns}
+
+
+def prefix_predictions(temporal: list[dict], video_k: dict[int, int]) -> list[dict]:
+    """Each prediction restricted to the first k frames, scored by its class posterior after k frames."""
+    out = []
+    for rec in temporal:
+        k = video_k[rec["video_id"]]
+        score = (rec.get("score_after_k_frames") or {}).get(str(k))
+        if score is None:
+            continue
+        out.append(
+            {
+                "video_id": rec["video_id"],
+                "category_id": rec["category_id"],
+                "score": score,
+                "segmentations": rec["segmentations"][:k],
+            }
+        )
+    return out
+
+
+def decision_timing(gt: dict | None, temporal: list[dict], fractions=PREFIX_FRACTIONS) -> dict:
+    """When decisions settle, and the AP when only the first fraction of each video is seen."""
+    lengths = {v["id"]: _video_length(v) for v in gt["videos"]} if gt else {}
+    settle = [
+        rec["decision_settle_frame"] / max(1, len(rec["label_by_frame"]))
+        for rec in temporal
+        if "decision_settle_frame" in rec
+    ]
+    summary: dict = {
+        "predictions": len(temporal),
+        "median_settle_fraction": _median(settle),
+        "settled_at_first_frame": sum(1 for s in settle if s == 0),
+        "note": "class posterior of the temporal pooling restricted to the first k frames; for offline "
+        "models the refined embeddings still saw the whole video",
+    }
+    if gt and gt.get("annotations") is not None:
+        from ..metrics.ytvis_eval import evaluate_ytvis
+
+        ap = {}
+        for f in fractions:
+            video_k = {vid: prefix_lengths(t, (f,))[0] for vid, t in lengths.items()}
+            preds = prefix_predictions(temporal, video_k)
+            stats = evaluate_ytvis(truncate_ground_truth(gt, video_k), preds) if preds else None
+            ap[f"{int(round(f * 100))}%"] = None if stats is None else stats["AP"]
+        summary["AP_after_fraction_of_frames"] = ap
+    return summary
+
+
+def _video_length(video: dict) -> int:
+    """A json video's frame count: ``length``, or the number of its frame files (``length`` is optional)."""
+    return int(video["length"]) if video.get("length") is not None else len(video.get("file_names") or [])
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2

@@ -36,9 +36,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..errors import UserError
-from ..io_utils import atomic_write_bytes
 from ..utils.arrays import json_ready
+from ..utils.errors import UserError
+from ..utils.io_utils import atomic_write_bytes
 from .causal_cues import CueThresholds
 from .run_analyses import (
     CueReading,
@@ -133,12 +133,12 @@ def _problem(stage: str, run: RunDirectory, opts: AnalyzeOptions) -> str | None:
     elif stage == "stats":
         kinds = run.captured_kinds()
         if run.manifest is not None and not kinds & {"refiner_time", "rollout", "decoder_cross"}:
-            return (f"{run.attention_dir / 'manifest.json'}: none of refiner_time, rollout, decoder_cross "
+            return (f"{run.layout.attention_manifest}: none of refiner_time, rollout, decoder_cross "
                     "captured; the stats analysis needs a run with --capture temporal or more")
         return run.missing_capture("refiner_time", "stats") if run.manifest is None else None
     elif stage == "cues":
         if run.run_info is None:
-            return (f"{run.root / 'run.json'}: missing; the cues analysis needs it (whether the weights "
+            return (f"{run.layout.run_file}: missing; the cues analysis needs it (whether the weights "
                     "were random)")
         has_fi = any(p.get("frame_importance") is not None for p in preds)
         if not has_fi and "refiner_time" not in run.captured_kinds():

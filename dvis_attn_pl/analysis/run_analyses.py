@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .attention_stats import aggregate, map_sequence_stats, series_stats
 from .compare_runs import compare_frame_importance, match_by_iou, pairs_from_matches
 from .cue_reading import importance_proxies, read_cues, temporal_attention_proxies
@@ -317,7 +317,7 @@ class CueReading:
                  n_permutations: int = 5000, seed: int = 0) -> None:
         self.run, self.gt, self.top_k = run, gt, top_k
         self.n_permutations, self.seed = n_permutations, seed
-        self.weights_random = bool(run.require_run_info("cues").get("random_weights"))
+        self.weights_random = bool(run.require_run_info("cues").random_weights)
         self.measurements: list[dict] = []
 
     def add_video(self, v: VideoInputs) -> None:
@@ -433,7 +433,7 @@ class DecisionTiming:
                 })
 
     def finish(self) -> dict:
-        from ..run_summary import decision_timing
+        from .decision import decision_timing
 
         records = [{k: v for k, v in r.items() if k != "index"} for r in self.records]
         gt = None

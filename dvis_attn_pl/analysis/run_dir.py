@@ -1,8 +1,9 @@
 """Reading a run directory for ``analyze``: one place that loads and checks what each analysis needs.
 
-A run directory (written by ``test`` / ``predict``) holds::
+The run directory's names, its video order and ``run.json`` (:class:`RunInfo`) are defined in
+``dvis_attn_pl.utils.run_layout``; what the analyses read of it:
 
-    run.json                         command, argv, ground-truth json path, checkpoint, random_weights
+    run.json                         RunInfo: ground-truth json path, frames folder, random_weights, ...
     config.yaml                      the model config used
     inference/results_temporal.json  per prediction: video_id, score, category_id, RLE masks, refiner and
                                      sequence ids, present frames, frame_importance (offline models), ...
@@ -11,7 +12,7 @@ A run directory (written by ``test`` / ``predict``) holds::
     attention_maps/manifest.json     every attention artifact (path, sha256, tensors) per video
     attention_maps/video_<id>/<kind>.safetensors, attention_maps/rolled_out/video_<id>.safetensors
 
-Nothing here builds or needs the model. Problems are :class:`~dvis_attn_pl.errors.UserError` with
+Nothing here builds or needs the model. Problems are :class:`~dvis_attn_pl.utils.errors.UserError` with
 one line naming the file, what is wrong and which analysis needs it. Optional inputs (the
 ground-truth json, the frames) come back as ``None`` together with the reason, so the caller can
 say why a part was left out.
@@ -32,8 +33,9 @@ import torch
 from safetensors.torch import load as safetensors_load
 
 from ..data.rle import RLEMasks, video_mask_iou, video_segmentations_to_rle
-from ..errors import UserError
-from ..io_utils import path_escape, safe_name
+from ..utils.errors import UserError
+from ..utils.io_utils import path_escape, safe_name
+from ..utils.run_layout import ATTENTION_DIR, MANIFEST, RunInfo, RunLayout, video_dir_name, video_sort_key
 
 __all__ = [
     "CAPTURE_HINT",
@@ -44,8 +46,6 @@ __all__ = [
     "video_sort_key",
 ]
 
-ATTENTION_DIR = "attention_maps"
-MANIFEST = "manifest.json"
 METADATA_KEY = "dvis_attn_pl"  # the safetensors metadata entry written by callbacks.attention_store
 CAPTURE_HINT = {
     "activation": "an offline (refiner) model",
@@ -54,13 +54,6 @@ CAPTURE_HINT = {
     "decoder_cross": "a run with --capture decoder or all",
     "rollout": "a run with --capture temporal or more",
 }
-
-
-def video_sort_key(video_id: Any) -> tuple:
-    """Integers first (numerically), then other ids as strings: the order every writer uses."""
-    if isinstance(video_id, (int, np.integer)) and not isinstance(video_id, bool):
-        return (0, int(video_id), "")
-    return (1, 0, str(video_id))
 
 
 def _read_json(path: Path, needed_by: str) -> Any:
@@ -158,10 +151,11 @@ class RunDirectory:
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(f"{self.root}: no such run directory")
-        self.inference_dir = self.root / "inference"
-        self.attention_dir = self.root / ATTENTION_DIR
-        self.tensorboard_dir = self.root / "tensorboard"
-        self.temporal_path = self.inference_dir / "results_temporal.json"
+        self.layout = RunLayout(self.root)
+        self.inference_dir = self.layout.inference
+        self.attention_dir = self.layout.attention
+        self.tensorboard_dir = self.layout.tensorboard
+        self.temporal_path = self.layout.results_temporal
         if not self.temporal_path.is_file():
             raise UserError(
                 f"{self.temporal_path}: missing; analyze needs a run directory written by test or predict"
@@ -189,7 +183,7 @@ class RunDirectory:
     @cached_property
     def dimensions(self) -> dict[str, dict] | None:
         """``image_dimensions.json`` keyed by video id string, or None when absent."""
-        path = self.inference_dir / "image_dimensions.json"
+        path = self.layout.image_dimensions
         if not path.is_file():
             return None
         dims = _read_json(path, "")
@@ -217,7 +211,7 @@ class RunDirectory:
         if preds and preds[0].get("segmentations") is not None:
             return len(preds[0]["segmentations"])
         raise UserError(
-            f"{self.inference_dir / 'image_dimensions.json'}: missing or lacks video {video_id}; "
+            f"{self.layout.image_dimensions}: missing or lacks video {video_id}; "
             "the frame count of a video without predictions is unknown"
         )
 
@@ -226,18 +220,24 @@ class RunDirectory:
 
     @cached_property
     def metrics(self) -> dict | None:
-        path = self.inference_dir / "metrics.json"
+        path = self.layout.metrics
         return _read_json(path, "") if path.is_file() else None
 
     @cached_property
-    def run_info(self) -> dict | None:
-        path = self.root / "run.json"
-        return _read_json(path, "") if path.is_file() else None
+    def run_info(self) -> RunInfo | None:
+        """``run.json`` (None when absent); older run directories' files are read too."""
+        path = self.layout.run_file
+        if not path.is_file():
+            return None
+        doc = _read_json(path, "")
+        if not isinstance(doc, dict):
+            raise UserError(f"{path}: expected an object; not a run.json")
+        return RunInfo.from_json(doc)
 
-    def require_run_info(self, analysis: str) -> dict:
+    def require_run_info(self, analysis: str) -> RunInfo:
         if self.run_info is None:
             raise UserError(
-                f"{self.root / 'run.json'}: missing; the {analysis} analysis needs it (it says whether "
+                f"{self.layout.run_file}: missing; the {analysis} analysis needs it (it says whether "
                 "the weights were random and where the ground truth is)"
             )
         return self.run_info
@@ -247,7 +247,7 @@ class RunDirectory:
         """``config.yaml`` as a plain mapping (None when absent)."""
         import yaml
 
-        path = self.root / "config.yaml"
+        path = self.layout.config_file
         if not path.is_file():
             return None
         try:
@@ -305,9 +305,9 @@ class RunDirectory:
         return rows
 
     def artifact_path(self, video_id: Any, kind: str) -> Path:
-        vdir = f"video_{safe_name(video_id)}"
-        rel = f"rolled_out/{vdir}.safetensors" if kind == "rollout" else f"{vdir}/{kind}.safetensors"
-        return self.attention_dir / rel
+        if kind == "rollout":
+            return self.layout.rollout / f"{video_dir_name(video_id)}.safetensors"
+        return self.layout.video_attention_dir(video_id) / f"{kind}.safetensors"
 
     def load_artifact(self, video_id: Any, kind: str, analysis: str) -> Artifact | None:
         """The video's ``kind`` file (``rollout`` for the rolled-out one); None when not captured for it.
@@ -348,10 +348,10 @@ class RunDirectory:
 
         info = self.run_info
         if info is None:
-            return None, f"{self.root / 'run.json'}: missing, so the ground-truth json is unknown"
-        data_path = info.get("data")
+            return None, f"{self.layout.run_file}: missing, so the ground-truth json is unknown"
+        data_path = info.data
         if not data_path:
-            return None, f"{self.root / 'run.json'}: names no ground-truth json ('data')"
+            return None, f"{self.layout.run_file}: names no ground-truth json ('data')"
         path = Path(data_path)
         if not path.is_file():
             return None, f"{path}: ground-truth json named in run.json not found"
@@ -376,22 +376,17 @@ class RunDirectory:
     def frames_root(self) -> tuple[Path | None, str]:
         """Folder holding the frame files named in the ground-truth json, or ``(None, reason)``.
 
-        Looked up in this order: run.json ``frames``; the ``--frames`` argument in run.json's argv;
-        the dataset's metadata.json ``files.frames`` beside the json; ``JPEGImages`` beside the json.
+        Looked up in this order: run.json's ``frames`` (:class:`RunInfo`; for a run directory written
+        before it recorded ``frames`` at the start, its saved ``--frames``); the dataset's metadata.json
+        ``files.frames`` beside the json; ``JPEGImages`` beside the json.
         """
         gt, why = self.ground_truth
         if gt is None:
             return None, why
-        info = self.run_info or {}
+        info = self.run_info
         candidates: list[Path] = []
-        if info.get("frames"):
-            candidates.append(Path(info["frames"]))
-        argv = [str(a) for a in info.get("argv") or []]
-        for i, arg in enumerate(argv):
-            if arg == "--frames" and i + 1 < len(argv):
-                candidates.append(Path(argv[i + 1]))
-            elif arg.startswith("--frames="):
-                candidates.append(Path(arg.split("=", 1)[1]))
+        if info is not None and info.frames:
+            candidates.append(Path(info.frames))
         files = (gt.metadata or {}).get("files", {})
         if files.get("frames"):
             candidates.append(gt.path.parent / files["frames"])

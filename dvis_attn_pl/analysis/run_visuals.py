@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..io_utils import atomic_write_bytes, safe_name
+from ..utils.errors import UserError
+from ..utils.io_utils import atomic_write_bytes, safe_name
 from .run_dir import GroundTruth, RunDirectory
 from .video_inputs import VideoInputs
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..data.rle import RLEMasks, video_mask_iou
-from ..errors import UserError
+from ..utils.errors import UserError
 from .attention_stats import map_sequence_stats
 from .run_dir import Artifact, GroundTruth, RunDirectory
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 
 def _names(value: str | None, flag: str) -> tuple[str, ...] | None:
@@ -59,17 +59,18 @@ def options_from_args(args: argparse.Namespace):
 def run_analyze(args: argparse.Namespace) -> int:
     """Run the ``analyze`` command with the parsed arguments; returns the exit status."""
     from ..analysis.pipeline import run_pipeline
+    from ..utils.run_layout import INFERENCE_DIR
 
     run_dir = Path(args.run_dir)
     report = run_pipeline(run_dir, options_from_args(args))
     counts: dict[str, int] = {}
     for path in report.written:
         rel = path.relative_to(run_dir)
-        group = rel.parts[0] if rel.parts[0] != "inference" or len(rel.parts) < 3 else "/".join(rel.parts[:2])
+        group = rel.parts[0] if rel.parts[0] != INFERENCE_DIR or len(rel.parts) < 3 else "/".join(rel.parts[:2])
         counts[group] = counts.get(group, 0) + 1
-    jsons = [p.name for p in report.written if p.suffix == ".json" and p.parent.name == "inference"]
+    jsons = [p.name for p in report.written if p.suffix == ".json" and p.parent.name == INFERENCE_DIR]
     parts = [", ".join(jsons)] if jsons else []
-    parts += [f"{n} files under {g}/" for g, n in sorted(counts.items()) if g not in ("inference",)]
+    parts += [f"{n} files under {g}/" for g, n in sorted(counts.items()) if g != INFERENCE_DIR]
     print(f"dvis_attn_pl analyze: wrote {'; '.join(parts) or 'nothing'} in {run_dir}", file=sys.stderr)
     causal = next((p for p in report.written if p.name == "causal_cues.json"), None)
     if causal is not None:

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from ..utils.errors import UserError
+from ..utils.run_layout import RunLayout
 
 SANITY_INTERVENTIONS = "freeze,shuffle"  # what the verdict reads: the sanity checks are about verdicts
 RANDOM_MAX_VIDEOS = 12  # random weights make many short sequences (slow mask decoding); 12 videos show the point
@@ -42,7 +43,7 @@ def _causal(
         test += ["--data", str(args.data_json), "--frames", str(args.data_json.parent / "JPEGImages")]
     _run(test, what)
     _run(["analyze", str(run_dir), "--only", "cues,causal", "--no-video", "--no-tensorboard"], f"{what} (analyze)")
-    return json.loads((run_dir / "inference" / "causal_cues.json").read_text())
+    return json.loads((RunLayout(run_dir).inference / "causal_cues.json").read_text())
 
 
 def run_control(args: argparse.Namespace) -> int:

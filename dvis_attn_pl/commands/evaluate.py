@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -13,7 +13,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     Prints the official 12-line summary followed by per-category AP, or with ``args.json`` one
     JSON object holding exactly the 12 statistics. A malformed or inconsistent file raises
-    :class:`~dvis_attn_pl.errors.UserError` (the command line prints it as one line, exit 2).
+    :class:`~dvis_attn_pl.utils.errors.UserError` (the command line prints it as one line, exit 2).
     """
     from ..metrics import evaluate_ytvis
     from ..metrics.ytvis_eval import STAT_NAMES, summary_lines

@@ -7,6 +7,7 @@ import argparse
 
 def run_predict(args: argparse.Namespace) -> int:
     """Run the ``predict`` command with the parsed arguments; returns the exit status."""
-    from ..runner import execute
+    from ..cli import run_options
+    from ..run.runner import execute
 
-    return execute(args, "predict")
+    return execute(run_options(args))

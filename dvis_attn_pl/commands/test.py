@@ -7,6 +7,7 @@ import argparse
 
 def run_test(args: argparse.Namespace) -> int:
     """Run the ``test`` command with the parsed arguments; returns the exit status."""
-    from ..runner import execute
+    from ..cli import run_options
+    from ..run.runner import execute
 
-    return execute(args, "test")
+    return execute(run_options(args))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..utils.errors import ConfigError
 from .defaults import COMPAT_CHOICES, VIT_PRESETS, get_default_config
 from .loader import check_values, load_config, merge_overrides, resolve_derived
 

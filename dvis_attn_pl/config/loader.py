@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from fvcore.common.config import CfgNode
 
-from ..errors import ConfigError
+from ..utils.errors import ConfigError
 from .defaults import (
     COMPAT_CHOICES,
     VIT_ADAPTER_BACKBONE,

@@ -2,7 +2,7 @@
 
 ``frames`` decodes; this module only answers "is this frame file usable?" cheaply, so a run can
 check every frame of a video set before it writes anything. Errors are :class:`FrameError`
-(a ``ValueError`` and a :class:`~dvis_attn_pl.errors.UserError`) with one line naming the file.
+(a ``ValueError`` and a :class:`~dvis_attn_pl.utils.errors.UserError`) with one line naming the file.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import UserError
-from ..io_utils import path_escape
+from ..utils.errors import UserError
+from ..utils.io_utils import path_escape
 
 __all__ = [
     "FrameError",

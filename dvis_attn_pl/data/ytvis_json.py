@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..io_utils import path_escape
+from ..utils.errors import UserError
+from ..utils.io_utils import path_escape
 from .rle import invalid_compressed_rles
 
 __all__ = [

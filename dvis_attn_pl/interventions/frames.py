@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from ..data.frames import LazyFrames
 from ..data.rle import decode_rle
-from ..errors import UserError
+from ..utils.errors import UserError
+from ..utils.run_layout import RunLayout
 from .spec import Intervention
 
 __all__ = ["AlteredVideos", "UnalteredRun", "frame_order", "SILHOUETTE_BACKGROUND", "SILHOUETTE_OBJECT"]
@@ -45,7 +46,7 @@ class UnalteredRun:
     per video the temporal records (frame importance, present frames) and predicted masks."""
 
     def __init__(self, run_dir: Path) -> None:
-        path = Path(run_dir) / "inference" / "results_temporal.json"
+        path = RunLayout(run_dir).results_temporal
         try:
             records = json.loads(path.read_text())
         except (OSError, ValueError) as exc:

@@ -79,7 +79,7 @@ def knockout(model: nn.Module, intervention: Intervention | None) -> Iterator[No
 def _refiner(model: nn.Module) -> nn.Module:
     refiner = getattr(model, "refiner", None)
     if refiner is None:
-        from ..errors import UserError
+        from ..utils.errors import UserError
 
         raise UserError("this knockout needs the offline model's refiner (an online config has none)")
     return refiner

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io_utils import atomic_write_json
 from ..metrics.ytvis_eval import STAT_NAMES
-from ..utils.run_layout import INTERVENTIONS_DIR, PASS_RECORD, completed_passes, pass_dir
+from ..utils.io_utils import atomic_write_json
+from ..utils.run_layout import INTERVENTIONS_DIR, RunLayout, completed_passes, pass_dir
 from .spec import Intervention
 
 __all__ = ["INTERVENTIONS_DIR", "pass_dir", "write_pass_summary", "completed_passes"]
@@ -26,5 +26,5 @@ def write_pass_summary(out: Path, intervention: Intervention, orders: dict[str, 
             "ytvis": {k: float(v) for k, v in metric_results.items() if k in STAT_NAMES},
             "per_category_AP": {str(k): float(v) for k, v in per_category.items()},
         }
-        atomic_write_json(out / "inference" / "metrics.json", metrics, indent=1)
-    atomic_write_json(out / PASS_RECORD, {**intervention.describe(), "frame_order": orders}, indent=1)
+        atomic_write_json(RunLayout(out).metrics, metrics, indent=1)
+    atomic_write_json(RunLayout(out).pass_record, {**intervention.describe(), "frame_order": orders}, indent=1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 __all__ = [
     "FREEZE_FRAMES",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .capture import name_capture_sites
 
 META_ARCHITECTURES = ("DVIS_DAQ_online", "DVIS_DAQ_offline")

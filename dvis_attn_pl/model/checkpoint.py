@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 MAX_NAMES = 5  # keys listed per category in a mismatch message
 _METADATA_KEYS = ("__author__", "matching_heuristics")

@@ -24,7 +24,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .capture import attention_kind
 
 CODE_ENV = "DVIS_ATTN_PL_D2_CODE"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .backbone.base import ShapeSpec
 from .pixel_decoder.msdeform_pixel_decoder import MSDeformAttnPixelDecoder
 from .video_decoder import TRANSFORMER_DECODERS

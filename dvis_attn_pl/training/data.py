@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ..data.rle import decode_rle
 from ..data.transforms import ShortestEdgeResize, padded_size
 from ..data.ytvis_json import YTVISData
-from ..errors import UserError
+from ..utils.errors import UserError
 
 MASK_STRIDE = 4  # the pixel decoder's mask features are at 1/4 of the padded input
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..io_utils import atomic_write_bytes, atomic_write_json
+from ..utils.errors import UserError
+from ..utils.io_utils import atomic_write_bytes, atomic_write_json
 from . import STAGES
 
 # The default train split: same generator and design as the embedded (val) set, another seed.
@@ -69,7 +69,7 @@ class FitOptions:
 
 
 def _log(message: str) -> None:
-    from ..runner import log
+    from ..run.runner import log
 
     log(message)
 
@@ -165,7 +165,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
     from ..metrics import YTVISMetric
     from ..model.build import build_model
     from ..model.checkpoint import load_state_strict, read_checkpoint
-    from ..runner import _parse_devices, quiet_lightning
+    from ..run.runner import _parse_devices, quiet_lightning
     from .data import ClipSamples, load_training_videos
     from .module import FitData, FitModule, LossProgressBar
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import config_path, load_config
 from ..data.synthetic import GENERATOR_VERSION, SyntheticParams
-from ..io_utils import atomic_write_json
+from ..utils.io_utils import atomic_write_json
 from ..weights import CONTROL_WEIGHTS, SHIPPED_CONFIG, SHIPPED_INFO, SHIPPED_WEIGHTS
 from . import STAGES
 from .fit import TRAIN_SPLIT, WEIGHTS_NAME
@@ -57,7 +57,7 @@ def fresh_refiner_init(out: Path) -> Path:
     starting point in the shipped recipe): where the shuffled-clip control model starts."""
     from safetensors.torch import load_file, save_file
 
-    from ..runner import build_weighted_model
+    from ..run.runner import build_weighted_model
 
     fresh = build_weighted_model(load_config(config_path(SHIPPED_CONFIG)), None, False).state_dict()  # seeded
     state = load_file(SHIPPED_WEIGHTS)

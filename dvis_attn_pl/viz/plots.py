@@ -32,7 +32,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..io_utils import atomic_write_bytes
+from ..utils.io_utils import atomic_write_bytes
 from .colors import ATTENTION_CMAP, MATRIX_CMAP, blend_heatmap
 
 __all__ = [

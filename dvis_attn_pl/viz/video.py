@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from ..io_utils import TMP_SUFFIX
+from ..utils.io_utils import TMP_SUFFIX
 from .colors import ATTENTION_CMAP, blend_heatmap, category_color
 from .plots import STYLES, resample_maps, scale_attention
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 SHIPPED_CONFIG = "tiny_fish"
 SHIPPED_WEIGHTS = Path(__file__).with_name("tiny_fish_synthetic.safetensors")

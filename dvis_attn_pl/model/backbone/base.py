@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ...errors import UserError
+from ...utils.errors import UserError
 
 
 @dataclass(frozen=True)

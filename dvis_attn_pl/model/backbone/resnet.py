@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from ..conv_norm import NORM_NAMES, Conv2d, FrozenBatchNorm2d, get_norm
 from .base import Backbone, ShapeSpec, register_backbone
 

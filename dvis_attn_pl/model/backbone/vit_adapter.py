@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config.defaults import VIT_PRESETS
-from ...errors import UserError
+from ...utils.errors import UserError
 from .adapter_modules import (
     InteractionBlock,
     SpatialPriorModule,

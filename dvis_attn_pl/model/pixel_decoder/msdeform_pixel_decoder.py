@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import UserError
+from ...utils.errors import UserError
 from ..backbone.base import ShapeSpec
 from ..conv_norm import Conv2d, get_norm
 from ..position_encoding import PositionEmbeddingSine

@@ -3,7 +3,7 @@
 ``test`` and ``predict`` call :func:`check_inputs` first: the video json parses, the model and the
 data agree on the classes, every frame file named in the json lies inside the frames folder,
 exists, is not empty and has the json's size (headers only, nothing decoded), and the run
-directory can be created. Each problem is one :class:`~dvis_attn_pl.errors.UserError` line naming
+directory can be created. Each problem is one :class:`~dvis_attn_pl.utils.errors.UserError` line naming
 the file; a frame that only fails when decoded still fails later, naming the frame file.
 """
 
@@ -13,9 +13,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from .data.frame_files import check_frame_size, read_frame_size, resolve_frame_path
-from .data.ytvis_json import YTVISData, load_ytvis_json
-from .errors import UserError
+from ..data.frame_files import check_frame_size, read_frame_size, resolve_frame_path
+from ..data.ytvis_json import YTVISData, load_ytvis_json
+from ..utils.errors import UserError
 
 __all__ = [
     "check_frames",
@@ -47,7 +47,7 @@ def load_data(data_json: Path, max_videos: int | None) -> YTVISData:
 def check_ground_truth(data: YTVISData) -> None:
     """The verdict of the metric's (and ``evaluate``'s) ground-truth reader on the json already read:
     a file ``test`` accepts is one the metric can score, refused before anything runs."""
-    from .metrics.ytvis_io import YTVISInputError, load_ground_truth
+    from ..metrics.ytvis_io import YTVISInputError, load_ground_truth
 
     try:
         load_ground_truth(data.document, source=data.source)

@@ -27,12 +27,11 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
-from .io_utils import atomic_write_json, is_own_temporary, path_escape, safe_name
+from ..utils.errors import UserError
+from ..utils.io_utils import is_own_temporary, path_escape
+from ..utils.run_layout import RUN_FILE, RunInfo, RunLayout
+from .options import RunOptions
 
-RUN_FILE = "run.json"
-PARTS_DIR = Path("inference") / "parts"
-ATTENTION_DIR = "attention_maps"
 _HEAD_TAIL = 1 << 20  # bytes of a checkpoint hashed at each end
 
 
@@ -67,28 +66,31 @@ def _stable_path(path: Path) -> str:
 
 
 def run_fingerprint(
-    command: str, cfg, args, data_json: Path, frames_root: Path, data_sha256: str | None = None
+    options: RunOptions, cfg, data_json: Path, frames_root: Path, data_sha256: str | None = None
 ) -> dict:
     """What decides a run's outputs; two starts with equal fingerprints write the same files.
-    ``data_sha256``: of the data json's bytes as read once (``--data`` may be a pipe)."""
-    from . import __version__
+    ``data_sha256``: of the data json's bytes as read once (``--data`` may be a pipe).
+
+    The keys and the form of each value are those of every earlier version (run directories written
+    by them still resume): change them only together with a refusal message for older runs."""
+    from .. import __version__
 
     return {
-        "command": command,
+        "command": options.command,
         "version": __version__,
         "config_sha256": hashlib.sha256(cfg.dump().encode("utf-8")).hexdigest(),
-        "checkpoint": file_identity(args.ckpt) if args.ckpt else None,
+        "checkpoint": file_identity(options.ckpt) if options.ckpt else None,
         "data": {"path": _stable_path(data_json), "sha256": data_sha256 or file_sha256(data_json)},
         "frames": str(Path(frames_root).resolve()),
-        "max_videos": getattr(args, "max_videos", None),
-        "capture": getattr(args, "capture", "none"),
-        "precision": str(getattr(args, "precision", "")),
-        "model_source": getattr(args, "model_source", "native"),
+        "max_videos": options.max_videos,
+        "capture": options.capture,
+        "precision": str(options.hardware.precision),
+        "model_source": options.model_source,
     }
 
 
 def _read_run_file(run_dir: Path) -> dict | None:
-    path = run_dir / RUN_FILE
+    path = RunLayout(run_dir).run_file
     if not path.is_file():
         return None
     try:
@@ -101,8 +103,9 @@ def _read_run_file(run_dir: Path) -> dict | None:
 def check_resumable(run_dir: Path, fingerprint: dict) -> bool:
     """True when ``run_dir`` holds an earlier start of this same run; raises when it holds another run."""
     info = _read_run_file(run_dir)
+    parts = RunLayout(run_dir).parts
     if info is None:
-        if (run_dir / PARTS_DIR).is_dir() and any((run_dir / PARTS_DIR).glob("*.json")):
+        if parts.is_dir() and any(parts.glob("*.json")):
             raise UserError(
                 f"{run_dir}: holds results but no {RUN_FILE}, so it cannot be resumed safely; choose another --out"
             )
@@ -132,12 +135,30 @@ def _left_by_a_start(name: str) -> bool:
     return name == PROBE_FILE or is_own_temporary(name)
 
 
-def start_run(run_dir: Path, fingerprint: dict, command: str, argv: list[str]) -> None:
-    """Write ``run.json`` with status ``running`` (kept by :func:`finish_run_file` at the end)."""
-    atomic_write_json(
-        run_dir / RUN_FILE,
-        {"command": command, "argv": argv, "status": "running", "fingerprint": fingerprint},
-        indent=1,
+def start_run(run_dir: Path, info: RunInfo) -> None:
+    """Write ``run.json`` with status ``running`` (``summary.finish_run`` marks it complete at the end)."""
+    assert info.status == "running", info.status
+    info.write(RunLayout(run_dir))
+
+
+def describe_run(options: RunOptions, data_json: Path, frames_root: Path, fingerprint: dict) -> RunInfo:
+    """The run's ``run.json`` (status ``running``): the same fields at its start and its end."""
+    import platform
+
+    import lightning
+    import torch
+
+    return RunInfo(
+        command=options.command,
+        argv=list(options.argv),
+        status="running",
+        data=str(Path(data_json).resolve()),
+        frames=str(Path(frames_root).resolve()),
+        checkpoint=options.ckpt,
+        weights=options.weights,
+        random_weights=options.random_weights,
+        versions={"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__},
+        fingerprint=fingerprint,
     )
 
 
@@ -169,12 +190,12 @@ def _attention_complete(part_path: Path) -> bool:
 
 def completed_videos(run_dir: Path, video_ids: list, with_attention: bool) -> list:
     """The ids in ``video_ids`` whose outputs are complete in ``run_dir`` (see the module docstring)."""
+    layout = RunLayout(run_dir)
     done = []
     for vid in video_ids:
-        name = safe_name(vid)
-        if _read_part_file(run_dir / PARTS_DIR / f"{name}.json") is None:  # missing or cut: redo the video
+        if _read_part_file(layout.part(vid)) is None:  # missing or cut: redo the video
             continue
-        if with_attention and not _attention_complete(run_dir / ATTENTION_DIR / f"video_{name}" / "manifest.json"):
+        if with_attention and not _attention_complete(layout.video_attention_part(vid)):
             continue
         done.append(vid)
     return done
@@ -193,7 +214,7 @@ def _read_part_file(path: Path) -> dict | None:
 
 def read_part(run_dir: Path, video_id) -> dict:
     """The stored result part of a complete video (see :func:`completed_videos`)."""
-    path = run_dir / PARTS_DIR / f"{safe_name(video_id)}.json"
+    path = RunLayout(run_dir).part(video_id)
     part = _read_part_file(path)
     if part is None:
         raise UserError(f"{path}: result part is missing or unreadable; start the run again to redo the video")

@@ -35,7 +35,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from .utils.compat import adopt_lightning_child_processes
+from ..utils.compat import adopt_lightning_child_processes
 
 __all__ = ["PROG", "RankGuard", "install", "is_peer_failure"]
 

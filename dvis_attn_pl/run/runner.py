@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from .data.ytvis_json import YTVISData
-from .errors import UserError
+from ..data.ytvis_json import YTVISData
+from ..utils.compat import disable_lightning_signal_handlers
+from ..utils.errors import UserError
+from ..utils.run_layout import TENSORBOARD_DIR, RunLayout
+from .options import Hardware, RunOptions
 from .preflight import check_inputs, check_run_dir_creatable, first_process_of_node, load_data, select_videos
-from .utils.compat import disable_lightning_signal_handlers
 
 RUN_DIR_ENV = "DVIS_ATTN_PL_RUN_DIR"
 
@@ -20,18 +21,6 @@ def log(message: str) -> None:
     """One status line on stderr (rank 0 only under DDP)."""
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         print(f"dvis_attn_pl: {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class RunSetup:
-    """Everything a run needs, resolved from the command line."""
-
-    cfg: object
-    config_path: Path
-    data_json: Path
-    frames_root: Path
-    run_dir: Path
-    random_weights: bool
 
 
 def run_dir_path(out: str | None, command: str) -> Path:
@@ -60,33 +49,33 @@ def make_run_dir(path: Path) -> Path:
     return path
 
 
-def resolve_config(args):
+def resolve_config(options: RunOptions):
     """The model config: ``--model-config`` (+ trailing overrides) or the embedded tiny CPU config."""
-    from .config import check_values, config_path, load_config
+    from ..config import check_values, config_path, load_config
 
-    if getattr(args, "model_source", "native") == "detectron2":  # the user's own code via detectron2
-        from .model.detectron2_source import load_detectron2_config
+    if options.model_source == "detectron2":  # the user's own code via detectron2
+        from ..model.detectron2_source import load_detectron2_config
 
-        if not args.model_config:
+        if not options.model_config:
             raise UserError("--model-source detectron2 needs --model-config (the YAML your code reads)")
-        return load_detectron2_config(args.model_config, list(args.opts or [])), Path(args.model_config)
+        return load_detectron2_config(options.model_config, list(options.overrides)), Path(options.model_config)
 
-    path = Path(args.model_config) if args.model_config else config_path("tiny_fish")
-    if args.ckpt and not args.model_config:
-        raise UserError(f"{args.ckpt}: a checkpoint needs its model config: pass --model-config")
-    opts = list(args.opts or [])
+    path = Path(options.model_config) if options.model_config else config_path("tiny_fish")
+    if options.ckpt and not options.model_config:
+        raise UserError(f"{options.ckpt}: a checkpoint needs its model config: pass --model-config")
+    opts = list(options.overrides)
     cfg = load_config(path, overrides=opts)
     check_values(cfg, f"{path} (+ overrides)" if opts else path)
     return cfg, path
 
 
-def resolve_data(args) -> tuple[Path, Path]:
+def resolve_data(options: RunOptions) -> tuple[Path, Path]:
     """``--data``/``--frames`` or the embedded synthetic fish-video set (generated on first use)."""
-    if bool(args.data) != bool(args.frames):
+    if bool(options.data) != bool(options.frames):
         raise UserError("--data and --frames go together: pass both, or neither for the embedded dataset")
-    if args.data:
-        return Path(args.data), Path(args.frames)
-    from .data.synthetic import ensure_synthetic_dataset
+    if options.data:
+        return Path(options.data), Path(options.frames)
+    from ..data.synthetic import ensure_synthetic_dataset
 
     root = ensure_synthetic_dataset()
     return root / "valid.json", root / "JPEGImages"
@@ -96,11 +85,11 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool, config_file: Path |
     """Build the model; load ``ckpt`` strictly, or seed the random weights so every rank agrees."""
     import torch
 
-    from .model.build import build_model
-    from .model.checkpoint import load_state_strict, read_checkpoint
+    from ..model.build import build_model
+    from ..model.checkpoint import load_state_strict, read_checkpoint
 
     if type(cfg).__module__.startswith("detectron2"):  # --model-source detectron2 (see resolve_config)
-        from .model.detectron2_source import build_detectron2_model
+        from ..model.detectron2_source import build_detectron2_model
 
         return build_detectron2_model(None, ckpt=ckpt, trust=trust, cfg=cfg)
     stored = read_checkpoint(ckpt, trust=trust) if ckpt else None  # a broken file fails before the build
@@ -116,35 +105,35 @@ def build_weighted_model(cfg, ckpt: str | None, trust: bool, config_file: Path |
     return model
 
 
-def build_shipped_or_given_model(args, cfg, config_file):
+def build_shipped_or_given_model(options: RunOptions, cfg, config_file):
     """:func:`build_weighted_model` for a run; when the shipped weights do not fit the model the
     overrides made (another meta-architecture, class count, ...), the error says what to pass."""
-    from .model.checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError
 
     try:
-        return build_weighted_model(cfg, args.ckpt, args.trust_checkpoint, config_file)
+        return build_weighted_model(cfg, options.ckpt, options.trust_checkpoint, config_file)
     except CheckpointError as exc:
-        if getattr(args, "weights", None) != "shipped":
+        if options.weights != "shipped":
             raise
         raise UserError(
-            f"{args.ckpt}: the shipped weights are for {config_file} as it is, and the overrides change the "
+            f"{options.ckpt}: the shipped weights are for {config_file} as it is, and the overrides change the "
             f"model ({exc}); pass --random-weights, or --ckpt with weights for this model"
         ) from None
 
 
-def weights_line(args, cfg) -> str:
+def weights_line(options: RunOptions, cfg) -> str:
     """The status line that says which weights the run uses."""
-    source = getattr(args, "weights", "checkpoint" if args.ckpt else "random")
+    source = options.weights
     if source == "shipped":
-        from .weights import shipped_info
+        from ..weights import shipped_info
 
         info = shipped_info()
         ap = (info.get("val") or {}).get("AP")
         detail = f", val AP {ap:.3f} on the synthetic val split" if isinstance(ap, float) else ""
-        return f"weights: the shipped tiny_fish model trained on synthetic fish ({args.ckpt}{detail})"
-    if source == "random" or not args.ckpt:
+        return f"weights: the shipped tiny_fish model trained on synthetic fish ({options.ckpt}{detail})"
+    if source == "random" or not options.ckpt:
         return f"weights: random (seed {cfg.SEED}, --random-weights): the scores mean nothing"
-    return f"weights: {args.ckpt}"
+    return f"weights: {options.ckpt}"
 
 
 def quiet_lightning() -> None:
@@ -162,7 +151,7 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def build_trainer(args, run_dir: Path, callbacks: list, tensorboard: bool = True):
+def build_trainer(hardware: Hardware, run_dir: Path, callbacks: list, tensorboard: bool = True):
     """A Lightning Trainer for inference from the hardware flags; a combination Lightning refuses
     (no GPU for ``--accelerator gpu``, an unknown strategy, ``--devices 0``) is a one-line UserError.
     Nothing is written: the TensorBoard logger creates its folder on first use."""
@@ -174,13 +163,13 @@ def build_trainer(args, run_dir: Path, callbacks: list, tensorboard: bool = True
 
     try:
         trainer = L.Trainer(
-            accelerator=args.accelerator,
-            devices=args.devices if args.devices == "auto" else _parse_devices(args.devices),
-            strategy=args.strategy,
-            precision=args.precision,
-            num_nodes=args.num_nodes,
+            accelerator=hardware.accelerator,
+            devices=hardware.devices if hardware.devices == "auto" else _parse_devices(hardware.devices),
+            strategy=hardware.strategy,
+            precision=hardware.precision,
+            num_nodes=hardware.num_nodes,
             use_distributed_sampler=False,
-            logger=TensorBoardLogger(str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+            logger=TensorBoardLogger(str(run_dir), name="", version=TENSORBOARD_DIR, default_hp_metric=False)
             if tensorboard
             else False,
             callbacks=callbacks,
@@ -189,20 +178,12 @@ def build_trainer(args, run_dir: Path, callbacks: list, tensorboard: bool = True
             inference_mode=True,
         )
     except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as exc:
-        raise UserError(f"{_hardware_flags(args)}: {exc}") from None
-    check_multi_node_launcher(trainer, args.num_nodes)
+        raise UserError(f"{hardware.flags()}: {exc}") from None
+    check_multi_node_launcher(trainer, hardware.num_nodes)
     # Lightning's SIGTERM handler only notes the signal (and runs a collective inside the handler,
     # which can hang a DDP job): an evaluation run keeps going. Ours (ddp_guard) stops it instead.
     disable_lightning_signal_handlers(trainer)
     return trainer
-
-
-def _hardware_flags(args) -> str:
-    """The hardware flags as the user gave them, to name them in an error line."""
-    return (
-        f"--accelerator {args.accelerator} --devices {args.devices} --strategy {args.strategy} "
-        f"--precision {args.precision} --num-nodes {args.num_nodes}"
-    )
 
 
 _MULTI_NODE_ENV = ("MASTER_ADDR", "NODE_RANK", "GROUP_RANK")  # a user-set or torchrun rendezvous
@@ -236,7 +217,7 @@ def _parse_devices(value: str):
 
 def build_dataset(data_json: Path, frames_root: Path, cfg, max_videos: int | None):
     """The video set, limited to its first ``max_videos`` videos (by id) when asked."""
-    from .data.dataset import YTVISVideoDataset
+    from ..data.dataset import YTVISVideoDataset
 
     data = load_data(data_json, max_videos)
     return YTVISVideoDataset.from_data(data, frames_root, cfg), data
@@ -254,24 +235,25 @@ def ground_truth_item(dataset, index: int) -> dict:
     }
 
 
-def check_run_dir(run_dir: Path, command: str, cfg, args, data: YTVISData, data_json: Path, frames_root: Path):
+def check_run_dir(run_dir: Path, options: RunOptions, cfg, data: YTVISData, data_json: Path, frames_root: Path):
     """``(fingerprint, resuming)``: ``run_dir`` is new, empty, or an earlier start of this same run
     (refused otherwise: a folder of the user's, or another run). Nothing is written."""
     from .resume import check_resumable, run_fingerprint
 
-    fingerprint = run_fingerprint(command, cfg, args, data_json, frames_root, data.sha256)
+    fingerprint = run_fingerprint(options, cfg, data_json, frames_root, data.sha256)
     return fingerprint, check_resumable(run_dir, fingerprint)
 
 
-def prepare_resume(run_dir: Path, command: str, fingerprint: dict, resuming: bool, dataset, capture: bool) -> list:
-    """Record the run's start in the (created) ``run_dir`` and return the complete video ids."""
+def prepare_resume(run_dir: Path, info, resuming: bool, dataset, capture: bool) -> list:
+    """Record the run's start (``info``: its RunInfo) in the (created) ``run_dir`` and return the
+    complete video ids."""
     from .resume import completed_videos, is_launching_process, remove_temporary_files, start_run
 
     done = completed_videos(run_dir, dataset.video_ids, capture) if resuming else []
     if is_launching_process():
         if resuming:
             remove_temporary_files(run_dir)
-        start_run(run_dir, fingerprint, command, sys.argv[1:])
+        start_run(run_dir, info)
     if resuming:
         log(f"resuming {run_dir}: {len(done)} of {len(dataset)} videos already complete")
     return done
@@ -291,47 +273,51 @@ def resumed_metric_inputs(run_dir: Path, dataset, done: list) -> list[tuple[list
     ]
 
 
-def execute(args, command: str) -> int:
-    """Run ``test`` or ``predict`` end to end; returns the exit status.
+def execute(options: RunOptions) -> int:
+    """Run ``test`` or ``predict`` (``options.command``) end to end; returns the exit status.
 
     Inputs are checked (video json, frame files, run directory, checkpoint) before the run
     directory is created, so a bad input leaves nothing behind.
     """
-    interventions = requested_interventions(args)
-    cfg, config_file = resolve_config(args)
-    data_json, frames_root = resolve_data(args)
-    data = check_inputs(command, data_json, frames_root, cfg, args.max_videos, frames=first_process_of_node())
-    run_dir = run_dir_path(args.out, command)
+    command = options.command
+    interventions = requested_interventions(options)
+    cfg, config_file = resolve_config(options)
+    data_json, frames_root = resolve_data(options)
+    data = check_inputs(command, data_json, frames_root, cfg, options.max_videos, frames=first_process_of_node())
+    run_dir = run_dir_path(options.out, command)
     check_run_dir_creatable(run_dir)
-    fingerprint, resuming = check_run_dir(run_dir, command, cfg, args, data, data_json, frames_root)
+    fingerprint, resuming = check_run_dir(run_dir, options, cfg, data, data_json, frames_root)
 
     from callbacks import PredictionWriter
     from callbacks.progress import VideoProgressBar
 
     callbacks = [PredictionWriter(run_dir), VideoProgressBar()]
-    if args.capture != "none":
+    if options.captures:
         from callbacks import build_capture_callbacks
 
-        callbacks += build_capture_callbacks(args.capture, run_dir)
-    trainer = build_trainer(args, run_dir, callbacks)  # refuses hardware flags Lightning cannot use
-    model = build_shipped_or_given_model(args, cfg, config_file)
+        callbacks += build_capture_callbacks(options.capture, run_dir)
+    trainer = build_trainer(options.hardware, run_dir, callbacks)  # refuses hardware flags Lightning cannot use
+    model = build_shipped_or_given_model(options, cfg, config_file)
 
-    from .data.datamodule import YTVISDataModule, default_num_workers
-    from .data.dataset import YTVISVideoDataset
-    from .lightning_module import DVISDAQModule
+    from ..data.datamodule import YTVISDataModule, default_num_workers
+    from ..data.dataset import YTVISVideoDataset
+    from ..lightning_module import DVISDAQModule
 
-    workers = getattr(args, "num_workers", None)
+    workers = options.num_workers
     if workers is None:  # on the CPU the workers would only take the model's cores
         workers = 0 if trainer.strategy.root_device.type == "cpu" else default_num_workers()
     eager = workers > 0  # worker processes decode whole videos ahead of the model; else window by window
     # every frame was checked up front (check_inputs) and is checked again as it is decoded
     dataset = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)
     make_run_dir(run_dir)  # the first byte written
-    done = prepare_resume(run_dir, command, fingerprint, resuming, dataset, args.capture != "none")
-    log(weights_line(args, cfg))
+    from .resume import describe_run
+
+    info = describe_run(options, data_json, frames_root, fingerprint)
+    done = prepare_resume(run_dir, info, resuming, dataset, options.captures)
+    log(weights_line(options, cfg))
     metric = None
     if command == "test":
-        from .metrics import YTVISMetric
+        from ..metrics import YTVISMetric
 
         metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
     module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)
@@ -343,7 +329,7 @@ def execute(args, command: str) -> int:
         )
     log(
         f"{command}: {len(dataset)} videos on {trainer.world_size} x {trainer.strategy.root_device.type}, "
-        f"precision {args.precision}, config {config_file}, run directory {run_dir}"
+        f"precision {options.hardware.precision}, config {config_file}, run directory {run_dir}"
     )
     datamodule = YTVISDataModule(dataset=dataset, num_workers=workers)
     try:
@@ -352,49 +338,51 @@ def execute(args, command: str) -> int:
         else:
             trainer.predict(module, datamodule=datamodule, return_predictions=False)
         if trainer.is_global_zero:
-            from .run_summary import finish_run
+            from .summary import finish_run
 
-            finish_run(run_dir, command, module.metric_results, data_json, data, cfg, args, random_weights=not args.ckpt)
+            finish_run(run_dir, info, module.metric_results, data, cfg)
         if interventions:
             full = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)
             for intervention in interventions:
-                run_intervention(args, command, run_dir, intervention, full, model, data, workers)
+                run_intervention(options, run_dir, intervention, full, model, data, workers)
     except OSError:  # e.g. a full disk: an events file whose header never got written is never readable
-        from .viz.tensorboard import remove_empty_event_files
+        from ..viz.tensorboard import remove_empty_event_files
 
-        remove_empty_event_files(run_dir / "tensorboard")
+        remove_empty_event_files(RunLayout(run_dir).tensorboard)
         raise
     return 0
 
 
-def requested_interventions(args) -> list:
+def requested_interventions(options: RunOptions) -> list:
     """The passes ``--interventions`` asks for (checked before anything is written)."""
-    text = getattr(args, "interventions", None)
-    if not text:
+    if not options.interventions:
         return []
-    from .interventions import parse_interventions
+    from ..interventions import parse_interventions
 
     return parse_interventions(
-        text,
-        shuffle_k=int(getattr(args, "shuffle_k", 3)),
-        seed=int(getattr(args, "intervention_seed", 0)),
-        freeze_frame=getattr(args, "freeze_frame", "middle"),
+        options.interventions,
+        shuffle_k=int(options.shuffle_k),
+        seed=int(options.intervention_seed),
+        freeze_frame=options.freeze_frame,
     )
 
 
-def run_intervention(args, command: str, run_dir: Path, intervention, dataset, model, data, workers: int) -> None:
+def run_intervention(
+    options: RunOptions, run_dir: Path, intervention, dataset, model, data, workers: int
+) -> None:
     """One altered pass of the whole set into ``run_dir/interventions/<label>/`` (same Lightning loop,
     same devices). A pass whose ``intervention.json`` exists is complete and not run again."""
     from callbacks import PredictionWriter
     from callbacks.progress import VideoProgressBar
 
-    from .data.datamodule import YTVISDataModule
-    from .interventions import AlteredVideos, UnalteredRun, frame_order, knockout
-    from .interventions.passes import pass_dir, write_pass_summary
-    from .lightning_module import DVISDAQModule
+    from ..data.datamodule import YTVISDataModule
+    from ..interventions import AlteredVideos, UnalteredRun, frame_order, knockout
+    from ..interventions.passes import write_pass_summary
+    from ..lightning_module import DVISDAQModule
 
-    out = pass_dir(run_dir, intervention.label)
-    if (out / "intervention.json").is_file():
+    layout = RunLayout(run_dir).intervention(intervention.label)
+    out = layout.root
+    if layout.pass_record.is_file():
         log(f"intervention {intervention.label}: already complete in {out}")
         return
     unaltered = UnalteredRun(run_dir) if intervention.family == "input" else None
@@ -404,10 +392,11 @@ def run_intervention(args, command: str, run_dir: Path, intervention, dataset, m
         from callbacks import DeletionCurves
 
         callbacks.insert(0, DeletionCurves(seed=intervention.seed))
-    trainer = build_trainer(args, out, callbacks, tensorboard=False)
+    command = options.command
+    trainer = build_trainer(options.hardware, out, callbacks, tensorboard=False)
     metric = None
     if command == "test":
-        from .metrics import YTVISMetric
+        from ..metrics import YTVISMetric
 
         metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
     module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)
