@@ -130,6 +130,8 @@ class CausalCues:
     def finish(self) -> dict:
         categories = {} if self.gt is None else self.gt.categories
         num_classes = len(categories) or max(1, len({c for c in self.unaltered}))
+        for cid in categories:  # every class gets a row: one the model never found is "not recognised"
+            self.unaltered.setdefault(cid, [])
         stats = class_statistics(self.pairs, self.unaltered, num_classes, self.th)
         proxies = self._proxy_readings()
         table = []
