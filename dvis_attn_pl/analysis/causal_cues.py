@@ -125,7 +125,10 @@ def threshold_status(p_keep: float, p_drop: float, p_below_keep: float, p_above_
 def decide(statuses: Mapping[str, str], recognised: bool, enough: bool = True) -> tuple[str, str]:
     """The verdict and its reason from the freeze and shuffle statuses (see the module docstring)."""
     if not recognised:
-        return "not recognised", "the unaltered model does not recognise this class above chance"
+        return "not recognised", (
+            "the unaltered model does not recognise this class: the lower 95 % bound of its mean class "
+            "probability is not above twice chance"
+        )
     if not enough:
         return "undetermined", "too few matched objects"
     freeze, shuffle = statuses.get("freeze"), statuses.get("shuffle")
