@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from ..utils.run_layout import INTERVENTIONS_DIR, completed_passes
+from ..utils.temporal_record import CLASS_PROBS, DECISION_SETTLE_FRAME, FRAME_IMPORTANCE
 from .run_dir import GroundTruth, RunDirectory
 from .video_inputs import VideoInputs
 
@@ -88,7 +89,7 @@ class FrameImportanceStage(Stage):
     output = "frame_importance.json"
 
     def requires(self, run, opts):
-        if not _has(run, "frame_importance"):
+        if not _has(run, FRAME_IMPORTANCE):
             return (f"{run.temporal_path}: no prediction carries frame_importance; the frame_importance analysis "
                     "needs an offline (refiner) model with predictions")
         return None
@@ -138,7 +139,7 @@ class CuesStage(Stage):
         if run.run_info is None:
             return (f"{run.layout.run_file}: missing; the cues analysis needs it (whether the weights "
                     "were random)")
-        if not _has(run, "frame_importance") and "refiner_time" not in run.captured_kinds():
+        if not _has(run, FRAME_IMPORTANCE) and "refiner_time" not in run.captured_kinds():
             return (f"{run.temporal_path}: no frame_importance and no refiner time attention captured; the cues "
                     "analysis needs an offline model run with --capture temporal or more")
         return None
@@ -157,7 +158,7 @@ class CausalStage(Stage):
         if not completed_passes(run.root):
             return (f"{run.root / INTERVENTIONS_DIR}: no finished intervention pass; the causal analysis needs a "
                     "run made with --interventions")
-        if not _has(run, "class_probs"):
+        if not _has(run, CLASS_PROBS):
             return f"{run.temporal_path}: no prediction carries class_probs; the causal analysis needs an offline model"
         return None
 
@@ -172,7 +173,7 @@ class DecisionStage(Stage):
     output = "decision_timing.json"
 
     def requires(self, run, opts):
-        if not any("decision_settle_frame" in p for p in _predictions(run)):
+        if not any(DECISION_SETTLE_FRAME in p for p in _predictions(run)):
             return (f"{run.temporal_path}: no prediction carries decision_settle_frame; the decision analysis needs "
                     "predictions with the class posterior over frames")
         return None
