@@ -30,12 +30,15 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from dvis_attn_pl.capture_presets import get_preset, resolve_selection
 from dvis_attn_pl.model.capture import CaptureSite, enable_capture, select_sites
+from dvis_attn_pl.model.meta_arch import InferenceTrace
+from dvis_attn_pl.model.meta_arch_offline import OfflineInferenceTrace
 from dvis_attn_pl.utils.run_layout import RunLayout
 
 from .attention_reduce import (
@@ -54,6 +57,9 @@ from .attention_reduce import (
     tracker_row_table,
 )
 from .attention_store import AttentionStore, merge_manifest, video_dir_name
+
+if TYPE_CHECKING:
+    from dvis_attn_pl.lightning_module import VideoResult
 
 __all__ = ["Artifact", "AttentionCapture", "CaptureBudgetError", "VideoCapture"]
 
@@ -279,7 +285,7 @@ class AttentionCapture(Callback):
         if self._sites:
             enable_capture(self._sites, self._sink, per_head=self.per_head)
 
-    def end_video(self, outputs, batch) -> VideoCapture | None:
+    def end_video(self, outputs: VideoResult | None, batch) -> VideoCapture | None:
         """Keep what was asked for the video just run, store it, and switch capture off."""
         self._disable()
         calls, self._calls = self._calls, []
@@ -354,13 +360,9 @@ class AttentionCapture(Callback):
                 f"{self.max_buffer_bytes}) at {site.site_name}; capture fewer kinds or frames, or raise the limit"
             )
 
-    def _reduce(self, calls: list[CapturedCall], outputs, batch, buffered: int) -> VideoCapture:
-        info = getattr(outputs, "info", None)
-        official = getattr(outputs, "outputs", outputs)
-        video_id = getattr(outputs, "video_id", None)
-        if video_id is None:
-            video_id = batch[0]["video_id"]
-        num_frames = int(getattr(outputs, "num_frames", 0) or len(batch[0]["image"]))
+    def _reduce(self, calls: list[CapturedCall], outputs: VideoResult, batch, buffered: int) -> VideoCapture:
+        info, official, video_id = outputs.info, outputs.outputs, outputs.video_id
+        num_frames = int(outputs.num_frames or len(batch[0]["image"]))
         by_kind: dict[str, list[CapturedCall]] = defaultdict(list)
         for call in calls:
             by_kind[call.kind].append(call)
@@ -430,17 +432,15 @@ class AttentionCapture(Callback):
         wanted = list(dict.fromkeys(p["instance"] for p in table.predictions[: self.map_top_k]))
         return table.subset(wanted)
 
-    def _rows_after(self, info) -> dict[int, list[int]]:
-        history = getattr(info, "tracker_rows", None)
-        if history is None:
+    def _rows_after(self, info: InferenceTrace | None) -> dict[int, list[int]]:
+        if info is not None:
+            history = info.tracker_rows
+        else:  # a model without a trace
             history = getattr(getattr(self._model, "tracker", None), "row_history", None) or ()
         return {int(frame): list(ids) for frame, ids in history}
 
-    def _padded_size(self, info, batch) -> tuple[int, int] | None:
-        padded = getattr(info, "padded_size", None)
-        if padded is None:
-            dims = getattr(info, "dimensions", None) or {}
-            padded = dims.get("padded") if isinstance(dims, dict) else None
+    def _padded_size(self, info: InferenceTrace | None, batch) -> tuple[int, int] | None:
+        padded = None if info is None else info.padded_size
         if padded is None and batch and len(batch[0]["image"]):  # unknown for an empty video
             frames = batch[0]["image"]
             div = max(int(getattr(self._model, "size_divisibility", 32) or 1), 1)
@@ -484,12 +484,11 @@ class AttentionCapture(Callback):
         trainer.strategy.barrier("attention_capture_merged")
 
 
-def _all_refiner_of_sequence(info) -> dict[int, int]:
+def _all_refiner_of_sequence(info: InferenceTrace | None) -> dict[int, int]:
     """Sequence id -> refiner instance row for every refiner row the model reports."""
-    seqs = getattr(info, "sequence_ids", None)
-    refs = getattr(info, "refiner_ids", None)
-    if seqs is None or refs is None:
+    if not isinstance(info, OfflineInferenceTrace):
         return {}
+    seqs, refs = info.sequence_ids, info.refiner_ids
     return {
         int(s): int(r)
         for s, r in zip(list(seqs), list(refs))

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dvis_attn_pl.model.meta_arch import InferenceTrace
+from dvis_attn_pl.model.meta_arch_offline import OfflineInferenceTrace
+
 __all__ = [
     "CapturedCall",
     "InstanceTable",
@@ -124,22 +127,14 @@ class InstanceTable:
 
 
 # ----------------------------------------------------------------------------- instance table
-def _as_list(value) -> list | None:
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return list(value)
-
-
-def _row_present(info, row: int, num_frames: int) -> torch.Tensor:
-    """(T,) bool presence of instance ``row`` from whatever the model's inference info offers."""
-    present = getattr(info, "present", None)
-    if present is not None:
-        return torch.as_tensor(present[row], dtype=torch.bool).flatten()[:num_frames].cpu()
+def _row_present(info: InferenceTrace | None, row: int, num_frames: int) -> torch.Tensor:
+    """(T,) bool presence of instance ``row``: the offline trace's per-row presence, else the span
+    of the prediction of that row (every frame without a trace)."""
+    if isinstance(info, OfflineInferenceTrace) and info.present is not None:
+        return torch.as_tensor(info.present[row], dtype=torch.bool).flatten()[:num_frames].cpu()
     out = torch.ones(num_frames, dtype=torch.bool)
-    for source in getattr(info, "predictions", None) or ():
-        if getattr(source, "row", None) == row:
+    for source in () if info is None else info.predictions:
+        if source.row == row:
             out = torch.zeros(num_frames, dtype=torch.bool)
             out[source.start_frame : source.end_frame] = True
     return out
@@ -147,7 +142,7 @@ def _row_present(info, row: int, num_frames: int) -> torch.Tensor:
 
 def instance_table(
     outputs: dict,
-    info,
+    info: InferenceTrace | None,
     num_frames: int,
     *,
     instances: str = "predicted",
@@ -167,10 +162,9 @@ def instance_table(
     labels = [int(c) for c in outputs.get("pred_labels", [])]
     if top_k is not None:
         pred_rows, scores, labels = pred_rows[:top_k], scores[:top_k], labels[:top_k]
-    seq_of_row = _as_list(getattr(info, "sequence_ids", None))
-    if seq_of_row is None:
-        seq_of_row = _as_list(getattr(info, "row_seq_ids", None))
-    ref_of_row = _as_list(getattr(info, "refiner_ids", None))
+    offline = isinstance(info, OfflineInferenceTrace)
+    seq_of_row = None if info is None else list(info.sequence_ids if offline else info.row_seq_ids)
+    ref_of_row = list(info.refiner_ids) if offline else None
 
     if instances == "all":
         n = num_rows if num_rows is not None else len(seq_of_row or ref_of_row or [])

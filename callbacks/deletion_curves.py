@@ -21,6 +21,9 @@ import hashlib
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from dvis_attn_pl.model.meta_arch_offline import OfflineInferenceTrace
+from dvis_attn_pl.utils.temporal_record import CATEGORY_ID, DELETION, FRAME_IMPORTANCE, REFINER_ID
+
 __all__ = ["DeletionCurves", "DELETION_FRACTIONS"]
 
 DELETION_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -54,18 +57,18 @@ class DeletionCurves(Callback):
 
     def _add(self, pl_module, result) -> None:
         info = None if result is None else result.info
-        inputs = getattr(info, "refiner_inputs", None)
-        if inputs is None:
+        if not isinstance(info, OfflineInferenceTrace) or info.refiner_inputs is None:
             return
+        inputs = info.refiner_inputs
         info.refiner_inputs = None  # the embeddings are not kept past this video
         frames = inputs.frame_embeds.shape[0]
         picked = self._predictions(result.temporal)
         if frames < 2 or not picked:
             return
         refiner = pl_module.model.refiner
-        rows = torch.tensor([e["refiner_id"] for e in picked])
-        classes = torch.tensor([pl_module.contiguous_to_dataset_id.index(e["category_id"]) for e in picked])
-        importance = torch.tensor([e["frame_importance"] for e in picked], dtype=torch.float64)  # (P, T)
+        rows = torch.tensor([e[REFINER_ID] for e in picked])
+        classes = torch.tensor([pl_module.contiguous_to_dataset_id.index(e[CATEGORY_ID]) for e in picked])
+        importance = torch.tensor([e[FRAME_IMPORTANCE] for e in picked], dtype=torch.float64)  # (P, T)
         orders = self._orders(importance, result.video_id)  # (P, 2 + n_random, T)
         curves = torch.empty(orders.shape[:2] + (len(self.fractions),), dtype=torch.float64)
         for j, fraction in enumerate(self.fractions):
@@ -79,7 +82,7 @@ class DeletionCurves(Callback):
         probs = logits.float().softmax(-1)[:, rows, classes].double().T  # (P, T)
         full = curves[:, 0, 0]  # fraction 0: every frame
         for i, entry in enumerate(picked):
-            entry["deletion"] = {
+            entry[DELETION] = {
                 "fractions": list(self.fractions),
                 "importance_first": _rounded(curves[i, 0]),
                 "least_first": _rounded(curves[i, 1]),
@@ -91,8 +94,8 @@ class DeletionCurves(Callback):
         """The best-scored record of each of the top ``top_k`` refiner rows that carry frame importance."""
         seen, out = set(), []
         for entry in sorted(temporal, key=lambda e: -float(e.get("score", 0.0))):
-            row = entry.get("refiner_id")
-            if row is None or row in seen or not entry.get("frame_importance"):
+            row = entry.get(REFINER_ID)
+            if row is None or row in seen or not entry.get(FRAME_IMPORTANCE):
                 continue
             seen.add(row)
             out.append(entry)

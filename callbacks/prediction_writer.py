@@ -33,6 +33,7 @@ from dvis_attn_pl.utils.run_layout import (
     RunLayout,
     video_sort_key,
 )
+from dvis_attn_pl.utils.temporal_record import REFINER_ID
 
 
 class PredictionWriter(Callback):
@@ -119,7 +120,7 @@ def merge_parts(parts_dir: Path, inference_dir: Path) -> dict:
             temporal.append({**record, **extra})
         dims[str(part["video_id"])] = part["dimensions"]
         per_video[str(part["video_id"])] = sorted(
-            {e["refiner_id"] for e in part["temporal"] if e.get("refiner_id") is not None}
+            {e[REFINER_ID] for e in part["temporal"] if e.get(REFINER_ID) is not None}
         )
     all_ids = sorted({rid for ids in per_video.values() for rid in ids})
     atomic_write_json(inference_dir / RESULTS, results)

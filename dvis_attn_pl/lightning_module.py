@@ -22,8 +22,23 @@ from torch import nn
 
 from .analysis.decision import foreground_probs, prefix_lengths, settle_frame
 from .data.datamodule import is_placeholder
-from .model.meta_arch import empty_vis_output
+from .model.meta_arch import InferenceTrace, empty_vis_output
+from .model.meta_arch_offline import OfflineInferenceTrace, OfflinePredictionSource
 from .results import to_ytvis_records
+from .utils.temporal_record import (
+    CATEGORY_ID,
+    CLASS_PROBS,
+    DECISION_SETTLE_FRAME,
+    FRAME_IMPORTANCE,
+    LABEL_BY_FRAME,
+    PRESENT_FRAMES,
+    REFINER_ID,
+    SCORE,
+    SCORE_AFTER_K_FRAMES,
+    SEQUENCE_ID,
+    STORED_FRAMES,
+    VIDEO_ID,
+)
 
 PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -39,7 +54,7 @@ class VideoResult:
     records_pending: list[dict] | Future
     temporal: list[dict]
     dimensions: dict
-    info: object = None
+    info: InferenceTrace | None = None  # the model call's trace (None: a model without one, an empty video)
     extras: dict = field(default_factory=dict)
 
     @property
@@ -97,13 +112,12 @@ class DVISDAQModule(L.LightningModule):
         if num_frames == 0:  # an empty video: nothing to run, no predictions
             outputs = empty_vis_output((int(video["height"]), int(video["width"])))
             return VideoResult(video_id, 0, outputs, [], [], self._dimensions(video, None))
-        outputs = self.model([video])
-        info = getattr(self.model, "last_inference", None)
+        outputs, info = self.model.run_with_trace([video])
         records = self._encode(outputs, video_id)
         temporal = self._temporal_records(outputs, info, num_frames)
         for score, label, extra in zip(outputs["pred_scores"], outputs["pred_labels"], temporal):
             category = int(self.contiguous_to_dataset_id[int(label)])
-            extra.update(video_id=video_id, score=float(score), category_id=category)
+            extra.update({VIDEO_ID: video_id, SCORE: float(score), CATEGORY_ID: category})
         self.frames_seen += num_frames
         return VideoResult(
             video_id=video_id,
@@ -115,14 +129,14 @@ class DVISDAQModule(L.LightningModule):
             info=info,
         )
 
-    def _temporal_records(self, outputs: dict, info, num_frames: int) -> list[dict]:
+    def _temporal_records(self, outputs: dict, info: InferenceTrace | None, num_frames: int) -> list[dict]:
         """Per prediction: refiner/sequence ids, frames present, and the class posterior over time."""
         n = len(outputs["pred_scores"])
-        sources = list(getattr(info, "predictions", None) or [])
+        sources = [] if info is None else list(info.predictions)
         if info is None or len(sources) != n:
             return [{} for _ in range(n)]
         ks = prefix_lengths(num_frames, self.prefix_fractions)
-        prefix = getattr(info, "prefix_logits", None)
+        prefix = info.prefix_logits
         if n and prefix is not None:
             rows = torch.as_tensor([src.row for src in sources], dtype=torch.long)
             labels = torch.as_tensor(outputs["pred_labels"], dtype=torch.long)
@@ -131,35 +145,36 @@ class DVISDAQModule(L.LightningModule):
             argmax = probs.nan_to_num(-1.0).argmax(dim=2)
             settle = settle_frame(argmax)
         class_probs = None
-        if getattr(info, "class_logits", None) is not None:
+        if isinstance(info, OfflineInferenceTrace) and info.class_logits is not None:
             class_probs = foreground_probs(info.class_logits.float())  # (N, K) by refiner row
         temporal = []
         for i, src in enumerate(sources):
+            offline = isinstance(src, OfflinePredictionSource)
             entry = {
-                "refiner_id": getattr(src, "refiner_id", None),
-                "sequence_id": None if src.seq_id is None or src.seq_id < 0 else int(src.seq_id),
-                "present_frames": [src.start_frame + j for j, ok in enumerate(src.appearance) if ok],
-                "stored_frames": [int(src.start_frame), int(src.end_frame)],
+                REFINER_ID: src.refiner_id if offline else None,
+                SEQUENCE_ID: None if src.seq_id is None or src.seq_id < 0 else int(src.seq_id),
+                PRESENT_FRAMES: [src.start_frame + j for j, ok in enumerate(src.appearance) if ok],
+                STORED_FRAMES: [int(src.start_frame), int(src.end_frame)],
             }
-            pooling = getattr(src, "pooling_weights", None)
+            pooling = src.pooling_weights if offline else None
             if pooling:
-                entry["frame_importance"] = [round(float(w), 7) for w in pooling]
+                entry[FRAME_IMPORTANCE] = [round(float(w), 7) for w in pooling]
             if class_probs is not None:
                 probs = class_probs[src.row].tolist()
-                entry["class_probs"] = {
+                entry[CLASS_PROBS] = {
                     str(self.contiguous_to_dataset_id[c]): round(p, 6) for c, p in enumerate(probs)
                 }
             if n and prefix is not None:
-                entry["decision_settle_frame"] = int(settle[i])
-                entry["label_by_frame"] = [self.contiguous_to_dataset_id[c] for c in argmax[i].tolist()]
-                entry["score_after_k_frames"] = {
+                entry[DECISION_SETTLE_FRAME] = int(settle[i])
+                entry[LABEL_BY_FRAME] = [self.contiguous_to_dataset_id[c] for c in argmax[i].tolist()]
+                entry[SCORE_AFTER_K_FRAMES] = {
                     str(k): (None if torch.isnan(own[i, k - 1]) else float(own[i, k - 1])) for k in ks
                 }
             temporal.append(entry)
         return temporal
 
     @staticmethod
-    def _dimensions(video: dict, info) -> dict:
+    def _dimensions(video: dict, info: InferenceTrace | None) -> dict:
         """Original, resized and padded sizes and the feature grid of each stride."""
         dims = {"original": [int(video["height"]), int(video["width"])], "num_frames": len(video["image"])}
         if info is not None:

@@ -59,8 +59,7 @@ def test_model_prefix_posterior_ends_at_the_final_scores():
         model = build_model(case.cfg)
         model.load_state_dict(case.state_dict, strict=True)
         with torch.no_grad():
-            out = model(case.batched_inputs(0))
-        info = model.last_inference
+            out, info = model.run_with_trace(case.batched_inputs(0))
         rows = torch.tensor([p.row for p in info.predictions])
         labels = torch.tensor(out["pred_labels"])
         final = foreground_probs(info.prefix_logits[rows, -1])[torch.arange(len(rows)), labels]

@@ -137,8 +137,7 @@ def model():
 
 def _run(model, item):
     with torch.no_grad():
-        out = model([item])
-    return out, model.last_inference
+        return model.run_with_trace([item])
 
 
 @pytest.mark.parametrize("name", ["uniform_pooling", "no_time_attention", "tracker_memory_cut"])

@@ -127,11 +127,10 @@ def run_long_video(arch: str) -> dict:
     measured = reset_peak() and before is not None
     start = time.perf_counter()
     with torch.no_grad():
-        out = model(_video(frames, H, W))
+        out, info = model.run_with_trace(_video(frames, H, W))
     seconds = time.perf_counter() - start
     growth = (peak_mib() - before) * MIB if measured else None
 
-    info = model.last_inference
     check_vis_output(
         out, num_frames=T, output_size=(H, W), num_classes=5, max_num=MAX_NUM, num_rows=len(info.row_seq_ids)
     )
@@ -180,10 +179,10 @@ def test_lazy_frames_without_known_size_decode_the_first_frame_once_more():
     frames = LazyFrames(MovingSquare(7, 64, 96))  # no expected size: read it from frame 0
     assert frames.frame_size is None
     with torch.no_grad():
-        out = model(_video(frames, 64, 96))
+        out, info = model.run_with_trace(_video(frames, 64, 96))
     assert frames.decode_count == 7 + 1
     assert all(m.shape == (7, 64, 96) for m in out["pred_masks"])
-    assert model.last_inference.image_size == (64, 96) and model.last_inference.padded_size == (64, 96)
+    assert info.image_size == (64, 96) and info.padded_size == (64, 96)
 
 
 def test_lazy_and_listed_frames_give_the_same_result():

@@ -13,7 +13,7 @@ from dvis_attn_pl.model.meta_arch_offline import (
     NAIVE_LINK,
     TRACKED,
     DVISDAQOffline,
-    OfflineLastInference,
+    OfflineInferenceTrace,
     official_topk,
 )
 from tests.golden import assert_close_ref, assert_outputs_match, golden_case
@@ -41,6 +41,12 @@ def model(case):
 def run(model, case, video: int) -> dict:
     with torch.no_grad():
         return model(case.batched_inputs(video))
+
+
+def run_traced(model, case, video: int):
+    """The official outputs and the call's inference trace."""
+    with torch.no_grad():
+        return model.run_with_trace(case.batched_inputs(video))
 
 
 def _cfg(case, **changes):
@@ -136,20 +142,21 @@ def test_refiner_attention_and_pooling_captured_in_the_full_model(model, case):
     """Every refiner site fires once, in the refiner stage, with the golden weights (v0 and v1)."""
     for video in (0, 1):
         plain = run(model, case, video)
-        got = {}
+        got, row_seq_ids = {}, []
 
-        def sink(site, tensors, got=got):
+        def sink(site, tensors, got=got, row_seq_ids=row_seq_ids):
             if site.site_name.startswith("refiner."):
                 ctx = model.capture_context
                 assert ctx.stage == "refiner" and ctx.tracker_frame == -1
-                assert ctx.tracker_row_seq_ids == model.last_inference.sequence_ids
+                row_seq_ids.append(list(ctx.tracker_row_seq_ids))
                 got[site.site_name] = tensors["weights"]
 
         enable_capture(capture_sites(model), sink)
         try:
-            captured = run(model, case, video)
+            captured, info = run_traced(model, case, video)
         finally:
             disable_capture(model)
+        assert row_seq_ids and all(ids == info.sequence_ids for ids in row_seq_ids)
         assert_outputs_match(captured, case, video, "captured")
         assert captured["pred_labels"] == plain["pred_labels"] and captured["pred_ids"] == plain["pred_ids"]
         torch.testing.assert_close(
@@ -164,12 +171,11 @@ def test_refiner_attention_and_pooling_captured_in_the_full_model(model, case):
             torch.testing.assert_close(weights, ref, atol=ATTN_ATOL, rtol=0, msg=name)
 
 
-def test_last_inference(model, case):
+def test_inference_trace(model, case):
     misc = case.intermediates_meta["misc"]
     for video in (0, 1):
-        out = run(model, case, video)
-        info = model.last_inference
-        assert isinstance(info, OfflineLastInference)
+        out, info = run_traced(model, case, video)
+        assert isinstance(info, OfflineInferenceTrace)
         rows = misc[f"v{video}.instance_rows"]
         n, t = len(rows), info.num_frames
         assert info.refiner_ids == list(range(n))
@@ -221,9 +227,9 @@ def test_sequences_starting_late_are_padded_with_their_fused_position(case):
             inst.embeds[r][inst.padding[r]], fused.expand(int(inst.padding[r].sum()), -1)
         )
     with torch.no_grad():
-        out = model([item])
+        out, info = model.run_with_trace([item])
     assert len(out["pred_scores"]) == case.cfg.MODEL.MASK_FORMER.TEST.MAX_NUM
-    assert bool((~model.last_inference.present).any())
+    assert bool((~info.present).any())
 
 
 def test_mask_features_on_the_host_give_the_same_outputs(case):
@@ -240,8 +246,7 @@ def test_only_naive_links_and_the_single_instance_quirk(case):
     """OFFLINE_TOPK_NUM 0: every refiner row is a naive link; with NUM_NEW_INS 1 the official code
     returns an empty result (a single refiner instance)."""
     model = _build(_cfg(case, MODEL__VIDEO_HEAD__OFFLINE_TOPK_NUM=0), case.state_dict)
-    out = run(model, case, 1)
-    info = model.last_inference
+    out, info = run_traced(model, case, 1)
     assert info.kinds == [NAIVE_LINK] * 10 and info.sequence_ids == [-1] * 10
     assert info.official_ids == [100000000 + j * 1000 for j in range(1, 11)]
     assert sorted(info.minvis_rows) == list(range(10))  # all chains, in topk order
@@ -250,10 +255,10 @@ def test_only_naive_links_and_the_single_instance_quirk(case):
     single = _build(
         _cfg(case, MODEL__VIDEO_HEAD__OFFLINE_TOPK_NUM=0, MODEL__VIDEO_HEAD__NUM_NEW_INS=1), case.state_dict
     )
-    out = run(single, case, 1)
+    out, info = run_traced(single, case, 1)
     assert out["pred_scores"] == [] and out["pred_masks"] == []
     assert tuple(out["image_size"]) == tuple(case.inputs["v1.image_mapper_uint8_TCHW"].shape[-2:])
-    assert single.last_inference.pooling_weights is None
+    assert info.pooling_weights is None
 
 
 def test_official_topk():
@@ -287,9 +292,8 @@ def test_fish_dvis_case_matches_golden():
     assert model.fish_compat and model.window_size == 100
     misc = fish.intermediates_meta["misc"]
     for video in (0, 1):
-        out = run(model, fish, video)
+        out, info = run_traced(model, fish, video)
         assert_outputs_match(out, fish, video, f"fish v{video}")
-        info = model.last_inference
         rows = misc[f"v{video}.common_inference.instances"]
         assert info.kinds == [r["kind"] for r in rows]
         assert info.sequence_ids == [r["seq"] for r in rows]

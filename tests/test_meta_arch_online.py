@@ -39,6 +39,12 @@ def run(model, case, video: int) -> dict:
         return model(case.batched_inputs(video))
 
 
+def run_traced(model, case, video: int):
+    """The official outputs and the call's inference trace."""
+    with torch.no_grad():
+        return model.run_with_trace(case.batched_inputs(video))
+
+
 def test_state_dict_matches_official(case):
     model = DVISDAQOnline(case.cfg)
     ours = model.state_dict()
@@ -78,10 +84,9 @@ def test_video_inference_input(model, case):
         assert list(vin.padded_size) == misc["first_resize_size"]
 
 
-def test_last_inference(model, case):
+def test_inference_trace(model, case):
     for video in (0, 1):
-        out = run(model, case, video)
-        info = model.last_inference
+        out, info = run_traced(model, case, video)
         misc = case.intermediates_meta["misc"]
         assert list(info.image_size) == misc[f"v{video}.video_inference_input"]["img_size"]
         assert list(info.padded_size) == misc[f"v{video}.video_inference_input"]["first_resize_size"]
@@ -156,8 +161,7 @@ def test_long_video_in_two_calls(model, case):
         model([first])
         live_after_first = list(model.tracker.memory.live_ids)
         created_in_first = model.tracker.memory.num_sequences
-        out = model([second])
-    info = model.last_inference
+        out, info = model.run_with_trace([second])
     assert info.first_frame == 5 and info.num_frames == 2
     assert [f for f, _ in info.tracker_rows][-2:] == [5, 6]
     # sequences alive at frame 4 are continued (they reach the end, so the noise filter keeps them)
@@ -222,8 +226,8 @@ def test_no_sequence_left_gives_the_official_empty_result(case):
     cfg.MODEL.VIDEO_HEAD.INFERENCE_SELECT_THRESHOLD = 1.0
     model = build_model(cfg)
     model.load_state_dict(case.state_dict, strict=True)
-    out = run(model, case, 0)
+    out, info = run_traced(model, case, 0)
     assert out["pred_scores"] == [] and out["pred_masks"] == [] and out["pred_ids"] == []
     assert tuple(out["image_size"]) == tuple(case.inputs["v0.image_mapper_uint8_TCHW"].shape[-2:])
-    assert model.last_inference.predictions == [] and model.tracker.memory.num_sequences == 0
-    assert [f for f, _ in model.last_inference.tracker_rows] == list(range(7))
+    assert info.predictions == [] and model.tracker.memory.num_sequences == 0
+    assert [f for f, _ in info.tracker_rows] == list(range(7))

@@ -72,7 +72,7 @@ def test_readme_flow_end_to_end(tmp_path):
     load_checkpoint(model, path)
     case = golden_case("r50_offline_tiny")  # any official-format video; sizes from its mapper
     with torch.no_grad():
-        out = model(case.batched_inputs(1))
+        out, info = model.run_with_trace(case.batched_inputs(1))
         expected = source(case.batched_inputs(1))
     assert out["pred_scores"] == expected["pred_scores"]
     meta = case.inputs_meta["videos"][1]
@@ -82,7 +82,7 @@ def test_readme_flow_end_to_end(tmp_path):
         output_size=(meta["height"], meta["width"]),
         num_classes=5,
         max_num=int(cfg.MODEL.MASK_FORMER.TEST.MAX_NUM),
-        num_rows=len(model.last_inference.row_seq_ids),
+        num_rows=len(info.row_seq_ids),
     )
 
 
@@ -152,14 +152,14 @@ def test_cpu_bf16_autocast_runs_and_stays_close(name):
     with torch.no_grad():
         ref = model(video)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = model(video)
+            low, info = model.run_with_trace(video)
     meta = case.inputs_meta["videos"][0]
     common = dict(
         num_frames=meta["length"],
         output_size=(meta["height"], meta["width"]),
         num_classes=5,
         max_num=int(model.max_num),
-        num_rows=len(model.last_inference.row_seq_ids),
+        num_rows=len(info.row_seq_ids),
     )
     assert check_vis_output(low, **common) == len(ref["pred_scores"])
     a, b = torch.tensor(ref["pred_scores"]), torch.tensor(low["pred_scores"])

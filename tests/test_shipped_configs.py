@@ -233,7 +233,7 @@ def _round_trip(cfg, tmp_path: Path, suffixes: tuple[str, ...], num_frames: int)
         path.unlink()
     assert not target.training
     with torch.no_grad():
-        out = target(video)
+        out, info = target.run_with_trace(video)
     _assert_same_outputs(out, expected)
     check_vis_output(
         out,
@@ -241,9 +241,9 @@ def _round_trip(cfg, tmp_path: Path, suffixes: tuple[str, ...], num_frames: int)
         output_size=ORIGINAL_HW,
         num_classes=int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
         max_num=int(cfg.MODEL.MASK_FORMER.TEST.MAX_NUM),
-        num_rows=len(target.last_inference.row_seq_ids),
+        num_rows=len(info.row_seq_ids),
     )
-    assert target.last_inference.image_size == (64, 107) and target.last_inference.padded_size == (64, 128)
+    assert info.image_size == (64, 107) and info.padded_size == (64, 128)
     return out
 
 
@@ -281,7 +281,7 @@ def test_fishway_config_at_tiny_sizes_reproduces_fish_dvis(name):
     load_checkpoint(model, case.path / "model.safetensors")
     for video in range(case.num_videos):
         with torch.no_grad():
-            out = model(case.batched_inputs(video))
+            out, info = model.run_with_trace(case.batched_inputs(video))
         assert_outputs_match(out, case, video)
         meta = case.inputs_meta["videos"][video]
         check_vis_output(
@@ -290,7 +290,7 @@ def test_fishway_config_at_tiny_sizes_reproduces_fish_dvis(name):
             output_size=(meta["height"], meta["width"]),
             num_classes=5,
             max_num=int(cfg.MODEL.MASK_FORMER.TEST.MAX_NUM),
-            num_rows=len(model.last_inference.refiner_ids),
+            num_rows=len(info.refiner_ids),
         )
 
 
@@ -330,7 +330,7 @@ def test_vitl_fishway_full_size_round_trip_and_short_video(tmp_path):
     before = rss_mib()
     reset_peak()
     with torch.no_grad():
-        out = model(video)
+        out, info = model.run_with_trace(video)
     peaks["forward"] = peak_mib()
     check_vis_output(
         out,
@@ -338,7 +338,7 @@ def test_vitl_fishway_full_size_round_trip_and_short_video(tmp_path):
         output_size=ORIGINAL_HW,
         num_classes=5,
         max_num=int(cfg.MODEL.MASK_FORMER.TEST.MAX_NUM),
-        num_rows=len(model.last_inference.refiner_ids),
+        num_rows=len(info.refiner_ids),
     )
     print(
         f"\nViT-L fish-way: {params:,} parameters, {VITL_FISHWAY_ELEMENTS:,} state elements; "

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.rle import RLEMasks, video_mask_iou
 from ..utils.run_layout import completed_passes, pass_dir
+from ..utils.temporal_record import CLASS_PROBS, DELETION, FRAME_IMPORTANCE, REFINER_ID, SCORE
 from .causal_cues import CueThresholds, class_statistics, deletion_faithfulness, intervention_of, proxy_agrees
 from .run_dir import GroundTruth, RunDirectory
 
@@ -29,8 +30,8 @@ def _unique_rows(preds: list[dict]) -> list[dict]:
     """One prediction per refiner row (the rows' other (row, class) records share masks and probabilities)."""
     seen, out = set(), []
     for p in sorted(preds, key=lambda p: -float(p.get("score", 0.0))):
-        key = p.get("refiner_id", id(p))
-        if key not in seen and p.get("class_probs") is not None:
+        key = p.get(REFINER_ID, id(p))
+        if key not in seen and p.get(CLASS_PROBS) is not None:
             seen.add(key)
             out.append(p)
     return out
@@ -78,7 +79,7 @@ class CausalCues:
         for i, (_, cls, _) in enumerate(refs):
             j = plain_match[i]
             if j is not None:
-                p0[i] = float(plain[j]["class_probs"].get(str(cls), 0.0))
+                p0[i] = float(plain[j][CLASS_PROBS].get(str(cls), 0.0))
                 self.unaltered[cls].append((vid, p0[i]))
         by_intervention: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for label, info in self.passes.items():
@@ -101,15 +102,15 @@ class CausalCues:
                 self.counts[label]["objects"] += 1
                 if match[i] is not None:
                     self.counts[label]["matched"] += 1
-                    by_intervention[name][i].append(float(preds[match[i]]["class_probs"].get(str(cls), 0.0)))
+                    by_intervention[name][i].append(float(preds[match[i]][CLASS_PROBS].get(str(cls), 0.0)))
         for name, per_obj in by_intervention.items():
             for i, values in per_obj.items():
                 self.pairs[name][refs[i][1]].append((vid, p0[i], float(np.mean(values))))
 
     def _add_deletion(self, vid, label: str) -> None:
         for p in _unique_rows(self.pass_runs[label].predictions.get(vid, [])):
-            if p.get("deletion") and p.get("frame_importance") and float(p.get("score", 0.0)) >= REFERENCE_MIN_SCORE:
-                self.deletion.append((vid, p["deletion"], p["frame_importance"]))
+            if p.get(DELETION) and p.get(FRAME_IMPORTANCE) and float(p.get(SCORE, 0.0)) >= REFERENCE_MIN_SCORE:
+                self.deletion.append((vid, p[DELETION], p[FRAME_IMPORTANCE]))
 
     def _references(self, vid, plain: list[dict], h, w) -> list[tuple[Any, Any, RLEMasks]]:
         """(object id, class, masks) of the reference objects of a video."""
@@ -121,9 +122,9 @@ class CausalCues:
         refs = []
         for p in plain:
             if float(p.get("score", 0.0)) >= REFERENCE_MIN_SCORE:
-                probs = p["class_probs"]
+                probs = p[CLASS_PROBS]
                 cls = int(max(probs, key=lambda k: probs[k]))
-                refs.append((p.get("refiner_id"), cls, RLEMasks(p["segmentations"], h, w)))
+                refs.append((p.get(REFINER_ID), cls, RLEMasks(p["segmentations"], h, w)))
         return refs
 
     # ------------------------------------------------------------------ result

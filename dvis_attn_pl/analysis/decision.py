@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from ..utils.temporal_record import DECISION_SETTLE_FRAME, LABEL_BY_FRAME, SCORE_AFTER_K_FRAMES
+
 
 def foreground_probs(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over K+1 classes with the background (last) column dropped: (..., K)."""
@@ -60,7 +62,7 @@ def prefix_predictions(temporal: list[dict], video_k: dict[int, int]) -> list[di
     out = []
     for rec in temporal:
         k = video_k[rec["video_id"]]
-        score = (rec.get("score_after_k_frames") or {}).get(str(k))
+        score = (rec.get(SCORE_AFTER_K_FRAMES) or {}).get(str(k))
         if score is None:
             continue
         out.append(
@@ -78,9 +80,9 @@ def decision_timing(gt: dict | None, temporal: list[dict], fractions=PREFIX_FRAC
     """When decisions settle, and the AP when only the first fraction of each video is seen."""
     lengths = {v["id"]: _video_length(v) for v in gt["videos"]} if gt else {}
     settle = [
-        rec["decision_settle_frame"] / max(1, len(rec["label_by_frame"]))
+        rec[DECISION_SETTLE_FRAME] / max(1, len(rec[LABEL_BY_FRAME]))
         for rec in temporal
-        if "decision_settle_frame" in rec
+        if DECISION_SETTLE_FRAME in rec
     ]
     summary: dict = {
         "predictions": len(temporal),

@@ -1,22 +1,7 @@
 """``analyze``: which analyses run on a run directory, one pass over its videos, and the outputs.
 
-Stages (``--only`` names):
-
-=================  ==========================================  =====================================
-stage              output                                      needs
-=================  ==========================================  =====================================
-frame_importance   inference/frame_importance.json             frame_importance in results (offline)
-tracker            inference/tracker_attention.json            tracker_cross attention (--capture temporal+)
-stats              inference/attention_stats.json              refiner_time, rollout or decoder_cross
-cues               inference/cue_reading.json                  frame_importance or refiner_time; run.json
-causal             inference/causal_cues.json                  intervention passes (test --interventions)
-decision           inference/decision_timing.json              decision fields in results; skipped when
-                                                               metrics.json already has decision_timing
-compare            inference/run_comparison.json               --compare OTHER_RUN_DIR
-plots              inference/plots/**.png                      matplotlib (decoder overlays: frames)
-videos             inference/videos/video_<id>.mp4             frames (ground-truth json + frame folder)
-tensorboard        tensorboard/analyze/ (replaced as a whole)  tensorboard
-=================  ==========================================  =====================================
+The stages, their outputs and what each needs are in :mod:`.stages` (one protocol, one ordered
+registry).
 
 A stage whose inputs are absent is skipped with a one-line note, unless it was asked for with
 ``--only``: then the run stops with a one-line :class:`UserError` naming the missing file and what
@@ -40,23 +25,11 @@ from ..utils.arrays import json_ready
 from ..utils.errors import UserError
 from ..utils.io_utils import atomic_write_bytes
 from .causal_cues import CueThresholds
-from .run_analyses import (
-    CueReading,
-    DecisionTiming,
-    FrameImportance,
-    RunComparison,
-    Statistics,
-    TrackerAttention,
-)
 from .run_dir import RunDirectory
+from .stages import JSON_STAGES, REGISTRY, STAGES, VISUAL_STAGES, stage_named
 from .video_inputs import VideoInputs
 
 __all__ = ["JSON_STAGES", "STAGES", "AnalyzeOptions", "AnalyzeReport", "dump_json", "run_pipeline"]
-
-JSON_STAGES = ("frame_importance", "tracker", "stats", "cues", "causal", "decision", "compare")
-VISUAL_STAGES = ("plots", "videos", "tensorboard")
-STAGES = JSON_STAGES + VISUAL_STAGES
-
 
 @dataclass
 class AnalyzeOptions:
@@ -117,85 +90,6 @@ def _stderr_note(message: str) -> None:
     print(f"dvis_attn_pl analyze: {message}", file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------- availability
-
-
-def _problem(stage: str, run: RunDirectory, opts: AnalyzeOptions) -> str | None:
-    """Why ``stage`` cannot run on ``run`` (one line), or None."""
-    preds = [p for ps in run.predictions.values() for p in ps]
-    temporal = run.temporal_path
-    if stage == "frame_importance":
-        if not any(p.get("frame_importance") is not None for p in preds):
-            return (f"{temporal}: no prediction carries frame_importance; the frame_importance analysis "
-                    "needs an offline (refiner) model with predictions")
-    elif stage == "tracker":
-        return run.missing_capture("tracker_cross", "tracker")
-    elif stage == "stats":
-        kinds = run.captured_kinds()
-        if run.manifest is not None and not kinds & {"refiner_time", "rollout", "decoder_cross"}:
-            return (f"{run.layout.attention_manifest}: none of refiner_time, rollout, decoder_cross "
-                    "captured; the stats analysis needs a run with --capture temporal or more")
-        return run.missing_capture("refiner_time", "stats") if run.manifest is None else None
-    elif stage == "cues":
-        if run.run_info is None:
-            return (f"{run.layout.run_file}: missing; the cues analysis needs it (whether the weights "
-                    "were random)")
-        has_fi = any(p.get("frame_importance") is not None for p in preds)
-        if not has_fi and "refiner_time" not in run.captured_kinds():
-            return (f"{temporal}: no frame_importance and no refiner time attention captured; the cues "
-                    "analysis needs an offline model run with --capture temporal or more")
-    elif stage == "causal":
-        from ..utils.run_layout import INTERVENTIONS_DIR, completed_passes
-
-        if not completed_passes(run.root):
-            return (f"{run.root / INTERVENTIONS_DIR}: no finished intervention pass; the causal analysis needs a "
-                    "run made with --interventions")
-        if not any(p.get("class_probs") is not None for p in preds):
-            return f"{temporal}: no prediction carries class_probs; the causal analysis needs an offline model"
-    elif stage == "decision":
-        if not any("decision_settle_frame" in p for p in preds):
-            return (f"{temporal}: no prediction carries decision_settle_frame; the decision analysis needs "
-                    "predictions with the class posterior over frames")
-    elif stage == "compare":
-        if opts.compare is None:
-            return "the compare analysis needs --compare OTHER_RUN_DIR"
-    elif stage == "plots":
-        return _viz_problem("plots")
-    elif stage == "videos":
-        if not opts.video:
-            return "--no-video"
-        gt, why = run.ground_truth
-        if gt is None:
-            return f"{why}; the videos analysis needs the frames named in the ground-truth json"
-        root, why = run.frames_root
-        if root is None:
-            return f"{why}; the videos analysis needs the frames"
-        return _viz_problem("videos") or _ffmpeg_problem()
-    elif stage == "tensorboard":
-        if not opts.tensorboard:
-            return "--no-tensorboard"
-        return _viz_problem("tensorboard")
-    return None
-
-
-def _viz_problem(stage: str) -> str | None:
-    try:
-        import dvis_attn_pl.viz  # noqa: F401
-    except ImportError as exc:
-        return f"dvis_attn_pl.viz cannot be imported ({exc}); the {stage} analysis needs it"
-    return None
-
-
-def _ffmpeg_problem() -> str | None:
-    try:
-        import imageio_ffmpeg
-
-        imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError) as exc:
-        return f"ffmpeg is unavailable ({exc}); the videos analysis needs imageio-ffmpeg"
-    return None
-
-
 def _select_videos(run: RunDirectory, wanted: Sequence[str] | None) -> list[Any]:
     ids = run.video_ids
     if wanted is None:
@@ -211,27 +105,6 @@ def _select_videos(run: RunDirectory, wanted: Sequence[str] | None) -> list[Any]
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def _build_analysis(stage: str, run: RunDirectory, gt, gt_reason: str, opts: AnalyzeOptions):
-    """The analysis object of a JSON stage (see :mod:`.run_analyses`)."""
-    if stage == "frame_importance":
-        return FrameImportance(run, gt, gt_reason, opts.top_k)
-    if stage == "tracker":
-        return TrackerAttention(run, opts.top_k, opts.tracker_k)
-    if stage == "stats":
-        return Statistics(run, gt, opts.top_k)
-    if stage == "cues":
-        return CueReading(run, gt, opts.top_k, n_permutations=opts.n_permutations, seed=opts.seed)
-    if stage == "causal":
-        from .causal_stage import CausalCues
-
-        return CausalCues(run, gt, opts.cue_thresholds)
-    if stage == "decision":
-        return DecisionTiming(run, gt, gt_reason, opts.top_k)
-    if stage == "compare":
-        return RunComparison(run, RunDirectory(opts.compare), str(opts.compare), opts.top_k, seed=opts.seed)
-    raise ValueError(f"{stage!r} is not a JSON analysis")
-
-
 def run_pipeline(
     run_dir: str | Path,
     opts: AnalyzeOptions | None = None,
@@ -243,24 +116,26 @@ def run_pipeline(
     run = RunDirectory(run_dir)
     report = AnalyzeReport()
     explicit = opts.only is not None
-    candidates = list(opts.only) if explicit else [
-        s for s in STAGES if s != "compare" or opts.compare is not None
+    candidates = [stage_named(s) for s in opts.only] if explicit else [
+        s for s in REGISTRY if not s.optional(opts)
     ]
     stages: list[str] = []
     for stage in candidates:
-        why = _problem(stage, run, opts)
+        why = stage.requires(run, opts)
         if why is None:
-            stages.append(stage)
+            stages.append(stage.name)
         elif explicit:
             raise UserError(why)
         else:
-            report.skipped[stage] = why
+            report.skipped[stage.name] = why
             if why not in ("--no-video", "--no-tensorboard"):
-                note(f"skipped {stage}: {why}")
-    if "decision" in stages and (run.metrics or {}).get("decision_timing") is not None:
-        stages.remove("decision")
-        report.skipped["decision"] = "already in inference/metrics.json"
-        note("decision timing: already in inference/metrics.json (not rewritten)")
+                note(f"skipped {stage.name}: {why}")
+    for stage in candidates:
+        done = stage.already_done(run) if stage.name in stages else None
+        if done is not None:
+            stages.remove(stage.name)
+            report.skipped[stage.name], message = done
+            note(message)
     videos = _select_videos(run, opts.videos)
 
     gt, gt_reason = run.ground_truth
@@ -270,7 +145,7 @@ def run_pipeline(
     for stage in stages:
         if stage in JSON_STAGES:
             t0 = time.perf_counter()
-            analyses[stage] = _build_analysis(stage, run, gt, gt_reason, opts)
+            analyses[stage] = stage_named(stage).build(run, gt, opts)
             report.seconds[stage] = time.perf_counter() - t0
 
     visuals = None
@@ -295,7 +170,7 @@ def run_pipeline(
         for stage, analysis in analyses.items():
             t0 = time.perf_counter()
             results[stage] = analysis.finish()
-            path = run.inference_dir / analysis.output
+            path = run.inference_dir / stage_named(stage).output
             atomic_write_bytes(path, dump_json(results[stage]))
             report.written.append(path)
             report.seconds[stage] = report.seconds.get(stage, 0.0) + time.perf_counter() - t0

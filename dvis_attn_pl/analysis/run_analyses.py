@@ -16,6 +16,14 @@ from typing import Any
 import numpy as np
 
 from ..utils.errors import UserError
+from ..utils.temporal_record import (
+    CATEGORY_ID,
+    DECISION_SETTLE_FRAME,
+    FRAME_IMPORTANCE,
+    REFINER_ID,
+    SCORE_AFTER_K_FRAMES,
+    SEQUENCE_ID,
+)
 from .attention_stats import aggregate, map_sequence_stats, series_stats
 from .compare_runs import compare_frame_importance, match_by_iou, pairs_from_matches
 from .cue_reading import importance_proxies, read_cues, temporal_attention_proxies
@@ -43,8 +51,8 @@ def _prediction_fields(p: dict) -> dict[str, Any]:
         "index": p["index"],
         "score": p.get("score"),
         "category_id": p.get("category_id"),
-        "refiner_id": p.get("refiner_id"),
-        "sequence_id": p.get("sequence_id"),
+        "refiner_id": p.get(REFINER_ID),
+        "sequence_id": p.get(SEQUENCE_ID),
     }
 
 
@@ -74,7 +82,7 @@ class FrameImportance:
         self.records: list[dict] = []
 
     def add_video(self, v: VideoInputs) -> None:
-        with_fi = [i for i, p in enumerate(v.predictions) if p.get("frame_importance") is not None]
+        with_fi = [i for i, p in enumerate(v.predictions) if p.get(FRAME_IMPORTANCE) is not None]
         if not with_fi:
             self.videos.append({"video_id": v.video_id, "num_frames": v.num_frames, "has_gt": False,
                                 "predictions": []})
@@ -162,10 +170,10 @@ class TrackerAttention:
         self.layers, self.heads = layers, art.meta.get("heads")
         extra: dict[int, dict] = {}
         for p in v.predictions:
-            s = p.get("sequence_id")
+            s = p.get(SEQUENCE_ID)
             if s is None or int(s) < 0:
                 continue
-            e = extra.setdefault(int(s), {"refiner_id": p.get("refiner_id"), "category_id": p.get("category_id"),
+            e = extra.setdefault(int(s), {"refiner_id": p.get(REFINER_ID), "category_id": p.get(CATEGORY_ID),
                                           "predictions": []})
             e["predictions"].append(p["index"])
         frames = (
@@ -422,14 +430,14 @@ class DecisionTiming:
 
     def add_video(self, v: VideoInputs) -> None:
         self.video_ids.append(v.video_id)
-        self.records.extend(r for r in self.run.predictions.get(v.video_id, []) if "decision_settle_frame" in r)
+        self.records.extend(r for r in self.run.predictions.get(v.video_id, []) if DECISION_SETTLE_FRAME in r)
         for p in v.predictions:
-            if "decision_settle_frame" in p:
+            if DECISION_SETTLE_FRAME in p:
                 self.per_prediction.append({
                     "video_id": v.video_id, **_prediction_fields(p),
-                    "decision_settle_frame": p["decision_settle_frame"],
-                    "settle_fraction": p["decision_settle_frame"] / max(1, v.num_frames),
-                    "score_after_k_frames": p.get("score_after_k_frames"),
+                    "decision_settle_frame": p[DECISION_SETTLE_FRAME],
+                    "settle_fraction": p[DECISION_SETTLE_FRAME] / max(1, v.num_frames),
+                    "score_after_k_frames": p.get(SCORE_AFTER_K_FRAMES),
                 })
 
     def finish(self) -> dict:
@@ -483,9 +491,9 @@ class RunComparison:
         if v.video_id not in self.other.predictions:
             self.only_here.append(v.video_id)
             return
-        ia = [i for i, p in enumerate(v.predictions) if p.get("frame_importance") is not None]
+        ia = [i for i, p in enumerate(v.predictions) if p.get(FRAME_IMPORTANCE) is not None]
         other = VideoInputs(self.other, v.video_id, top_k=self.top_k, ground_truth=None)
-        ib = [j for j, p in enumerate(other.predictions) if p.get("frame_importance") is not None]
+        ib = [j for j, p in enumerate(other.predictions) if p.get(FRAME_IMPORTANCE) is not None]
         if not ia or not ib:
             return
         if other.num_frames != v.num_frames or other.frame_size != v.frame_size:

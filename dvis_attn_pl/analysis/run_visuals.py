@@ -32,6 +32,7 @@ import numpy as np
 
 from ..utils.errors import UserError
 from ..utils.io_utils import atomic_write_bytes, safe_name
+from ..utils.temporal_record import SEQUENCE_ID
 from .run_dir import GroundTruth, RunDirectory
 from .video_inputs import VideoInputs
 
@@ -327,7 +328,7 @@ class RunVisuals:
         frame, seq = art.tensors["frame"].astype(np.int64), art.tensors["sequence_id"].astype(np.int64)
         drawn: set[int] = set()
         for p in v.predictions:
-            s = p.get("sequence_id")
+            s = p.get(SEQUENCE_ID)
             if s is None or int(s) < 0 or int(s) in drawn:
                 continue
             drawn.add(int(s))

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.rle import RLEMasks, video_mask_iou
 from ..utils.errors import UserError
+from ..utils.temporal_record import FRAME_IMPORTANCE, PRESENT_FRAMES
 from .attention_stats import map_sequence_stats
 from .run_dir import Artifact, GroundTruth, RunDirectory
 
@@ -78,7 +79,7 @@ class VideoInputs:
         self._artifacts: dict[str, Artifact | None] = {}
         self._decoder_stats: dict[int, dict[str, dict]] = {}
         for p in self.predictions:
-            fi = p.get("frame_importance")
+            fi = p.get(FRAME_IMPORTANCE)
             if fi is not None and len(fi) != self.num_frames:
                 raise UserError(
                     f"{run.temporal_path}: video {video_id} prediction {p['index']} has {len(fi)} "
@@ -125,12 +126,12 @@ class VideoInputs:
         """(N, T) bool: frames where each prediction's tracked instance was present."""
         out = np.zeros((len(self.predictions), self.num_frames), dtype=bool)
         for i, p in enumerate(self.predictions):
-            frames = [f for f in p.get("present_frames") or [] if 0 <= int(f) < self.num_frames]
+            frames = [f for f in p.get(PRESENT_FRAMES) or [] if 0 <= int(f) < self.num_frames]
             out[i, frames] = True
         return out
 
     def frame_importance(self, i: int) -> np.ndarray | None:
-        fi = self.predictions[i].get("frame_importance")
+        fi = self.predictions[i].get(FRAME_IMPORTANCE)
         return None if fi is None else np.asarray(fi, dtype=np.float64)
 
     # ------------------------------------------------------------------ attention files

@@ -27,6 +27,7 @@ from ..data.frames import LazyFrames
 from ..data.rle import decode_rle
 from ..utils.errors import UserError
 from ..utils.run_layout import RunLayout
+from ..utils.temporal_record import FRAME_IMPORTANCE, PRESENT_FRAMES, REFINER_ID
 from .spec import Intervention
 
 __all__ = ["AlteredVideos", "UnalteredRun", "frame_order", "SILHOUETTE_BACKGROUND", "SILHOUETTE_OBJECT"]
@@ -65,7 +66,7 @@ class UnalteredRun:
         one per refiner row."""
         seen, out = set(), []
         for r in sorted(self.by_video.get(str(video_id)) or [], key=lambda r: -r.get("score", 0.0)):
-            row = r.get("refiner_id", id(r))
+            row = r.get(REFINER_ID, id(r))
             if r.get("score", 0.0) >= min_score and row not in seen:
                 seen.add(row)
                 out.append(r["segmentations"])
@@ -99,8 +100,8 @@ def _freeze_frame(intervention: Intervention, num_frames: int, video_id: Any, un
         return int(torch.randint(num_frames, (1,), generator=gen))
     if how == "median_importance" and unaltered is not None:
         top = unaltered.top_prediction(video_id)
-        weights = (top or {}).get("frame_importance")
-        present = [t for t in (top or {}).get("present_frames") or [] if 0 <= t < num_frames]
+        weights = (top or {}).get(FRAME_IMPORTANCE)
+        present = [t for t in (top or {}).get(PRESENT_FRAMES) or [] if 0 <= t < num_frames]
         if weights and present:
             ranked = sorted(present, key=lambda t: (weights[t], t))
             return int(ranked[(len(ranked) - 1) // 2])

@@ -163,8 +163,8 @@ class Detectron2VideoModel(nn.Module):
     """A detectron2-built video model behind our ``model([video])`` interface.
 
     ``official`` is the user's model (official module names below it); calls run in eval mode under
-    ``torch.no_grad``. There is no ``last_inference``: the harness then writes the official outputs
-    and records only.
+    ``torch.no_grad``. Its trace is None: the harness then writes the official outputs and records
+    only.
     """
 
     def __init__(self, official: nn.Module, cfg) -> None:
@@ -175,6 +175,10 @@ class Detectron2VideoModel(nn.Module):
     def forward(self, batched_inputs: list[dict]) -> dict:
         with torch.no_grad():
             return self.official(batched_inputs)
+
+    def run_with_trace(self, batched_inputs: list[dict]) -> tuple[dict, None]:
+        """The official outputs; no trace (the user's code keeps no per-prediction temporal record)."""
+        return self(batched_inputs), None
 
 
 def build_detectron2_model(

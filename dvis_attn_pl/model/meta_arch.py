@@ -213,8 +213,9 @@ class PredictionSource:
 
 
 @dataclass
-class LastInference:
-    """What the harness needs beyond the official outputs, for the last video run."""
+class InferenceTrace:
+    """What the harness needs beyond the official outputs of one video: returned beside them by
+    :meth:`DVISDAQOnline.run_with_trace` (the model keeps no copy)."""
 
     video_id: object
     num_frames: int
@@ -283,7 +284,6 @@ class DVISDAQOnline(nn.Module):
             raise ValueError(f"MODEL.MASK_FORMER.TEST.TASK {task!r} is not supported; only 'vis' is")
         self.capture_context = CaptureContext()
         self.tracker.capture_context = self.capture_context
-        self.last_inference: LastInference | None = None
 
     @property
     def device(self) -> torch.device:
@@ -291,6 +291,11 @@ class DVISDAQOnline(nn.Module):
 
     def forward(self, batched_inputs: list[dict]) -> dict:
         """Official eval-mode forward: the VIS result of the one video in ``batched_inputs``."""
+        return self.run_with_trace(batched_inputs)[0]
+
+    def run_with_trace(self, batched_inputs: list[dict]) -> tuple[dict, InferenceTrace]:
+        """The official VIS dict of the one video in ``batched_inputs`` and the call's
+        :class:`InferenceTrace` (eval mode, like :meth:`forward`)."""
         if self.training:
             raise RuntimeError("DVISDAQOnline supports inference only; call model.eval() first")
         return self.inference(batched_inputs)
@@ -343,13 +348,13 @@ class DVISDAQOnline(nn.Module):
             self.tracker.inference(window, video.first_frame + start, resume=start > 0 or video.keep)
 
     # ------------------------------------------------------------------ inference
-    def inference(self, batched_inputs: list[dict]) -> dict:
-        """Run one video and return the official VIS dict; also sets :attr:`last_inference`."""
+    def inference(self, batched_inputs: list[dict]) -> tuple[dict, InferenceTrace]:
+        """Run one video: the official VIS dict and the call's :class:`InferenceTrace`."""
         video = VideoInput.from_batched_inputs(batched_inputs, self.size_divisibility)
         self.run_windows(video)
         memory = self.tracker.memory
         collected = memory.collect(video.first_frame, video.num_frames, self.noise_frame_num)
-        info = LastInference(
+        info = InferenceTrace(
             video_id=video.video_id,
             num_frames=video.num_frames,
             first_frame=video.first_frame,
@@ -377,5 +382,4 @@ class DVISDAQOnline(nn.Module):
             frame_logits, stored = collected.frame_logits()
             info.prefix_logits = mean_prefix_logits(frame_logits, stored)
         self.tracker.end_call()
-        self.last_inference = info
-        return output
+        return output, info

@@ -41,7 +41,7 @@ import torch
 
 from .meta_arch import (
     DVISDAQOnline,
-    LastInference,
+    InferenceTrace,
     PredictionSource,
     VideoInput,
     compat_mode,
@@ -96,8 +96,8 @@ class OfflinePredictionSource(PredictionSource):
 
 
 @dataclass
-class OfflineLastInference(LastInference):
-    """:class:`LastInference` plus the refiner's view; lists are indexed by refiner row."""
+class OfflineInferenceTrace(InferenceTrace):
+    """:class:`InferenceTrace` plus the refiner's view; lists are indexed by refiner row."""
 
     refiner_ids: list[int] = field(default_factory=list)
     sequence_ids: list[int] = field(default_factory=list)  # -1 for naive-linked rows
@@ -284,11 +284,11 @@ class DVISDAQOffline(DVISDAQOnline):
         return masks.index_select(0, inverse.to(masks.device))
 
     # ------------------------------------------------------------------ inference
-    def inference(self, batched_inputs: list[dict]) -> dict:
-        """Run one video and return the official VIS dict; also sets :attr:`last_inference`."""
+    def inference(self, batched_inputs: list[dict]) -> tuple[dict, OfflineInferenceTrace]:
+        """Run one video: the official VIS dict and the call's :class:`OfflineInferenceTrace`."""
         video = VideoInput.from_batched_inputs(batched_inputs, self.size_divisibility)
         feats, instances = self.common_inference(video)
-        info = OfflineLastInference(
+        info = OfflineInferenceTrace(
             video_id=video.video_id,
             num_frames=video.num_frames,
             first_frame=video.first_frame,
@@ -305,9 +305,8 @@ class DVISDAQOffline(DVISDAQOnline):
             present=~instances.padding.cpu(),
             online_scores=instances.online_scores.float().cpu().tolist(),
         )
-        self.last_inference = info
         if len(instances) <= 1:  # official: a single refiner instance gives an empty result
-            return empty_vis_output(video.image_size)
+            return empty_vis_output(video.image_size), info
         refined = self.run_refiner(video, feats, instances)
         if self.keep_refiner_inputs:
             info.refiner_inputs = RefinerInputs(instances.embeds, feats.frame_embeds)
@@ -327,7 +326,7 @@ class DVISDAQOffline(DVISDAQOnline):
         )
         info.predictions = [self._prediction(instances, int(r), pooling) for r in top.rows.tolist()]
         info.prefix_logits = self.prefix_logits(refined)
-        return output
+        return output, info
 
     def prefix_logits(self, refined: dict) -> torch.Tensor:
         """(N, T, K+1) class logits of the temporal pooling restricted to frames 0..k, every k (host)."""
