@@ -41,15 +41,18 @@ class _LoopClock:
         self._t0 = 0.0
 
     def attach(self, model: torch.nn.Module) -> torch.nn.Module:
-        def pre(module, args):
-            self._t0 = time.perf_counter()
+        """Time every call of the model's inference entry (``run_with_trace``, which the loop calls)."""
+        inner = model.run_with_trace
 
-        def post(module, args, out):
-            self.forward += time.perf_counter() - self._t0
-            self.videos += 1
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.forward += time.perf_counter() - t0
+                self.videos += 1
 
-        model.register_forward_pre_hook(pre)
-        model.register_forward_hook(post)
+        model.run_with_trace = timed
         return model
 
 
