@@ -187,3 +187,13 @@ def test_loop_rows(cache):
     for row in rows:
         check_row(row)
         assert row.value >= row.base_value > 0  # the loop contains the forwards
+
+
+@pytest.mark.slow
+def test_intervention_rows():
+    from benchmarks.bench_interventions import bench_interventions
+
+    rows = bench_interventions(videos=1, repeats=1)
+    assert {r.variant for r in rows} >= {"freeze", "shuffle-1", "silhouette", "uniform_pooling", "deletion"}
+    for row in rows:
+        check_row(row)
