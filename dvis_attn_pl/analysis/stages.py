@@ -28,17 +28,18 @@ run. The visual stages (plots, videos, tensorboard) are drawn together by
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
 
+from ..utils.errors import UserError
 from ..utils.run_layout import INTERVENTIONS_DIR, completed_passes
 from ..utils.temporal_record import CLASS_PROBS, DECISION_SETTLE_FRAME, FRAME_IMPORTANCE
+from .causal_cues import CueThresholds
 from .run_dir import GroundTruth, RunDirectory
 from .video_inputs import VideoInputs
 
-if TYPE_CHECKING:
-    from .pipeline import AnalyzeOptions
-
-__all__ = ["JSON_STAGES", "REGISTRY", "STAGES", "VISUAL_STAGES", "Analysis", "Stage", "stage_named"]
+__all__ = ["JSON_STAGES", "REGISTRY", "STAGES", "VISUAL_STAGES", "Analysis", "AnalyzeOptions", "Stage", "stage_named"]
 
 
 class Analysis(Protocol):
@@ -284,3 +285,43 @@ def stage_named(name: str) -> Stage:
     """The registered stage called ``name`` (KeyError for an unknown name)."""
     return _BY_NAME[name]
 
+
+@dataclass
+class AnalyzeOptions:
+    """What ``analyze`` does (the command-line flags, checked)."""
+
+    only: tuple[str, ...] | None = None  # stages asked for explicitly (errors instead of skips)
+    videos: tuple[str, ...] | None = None  # video ids (as text) to analyse; None = all
+    layers: tuple[int, ...] | None = None  # decoder layers drawn; None = the last captured one
+    scalings: tuple[str, ...] = ("per_frame",)
+    styles: tuple[str, ...] = ("smooth",)
+    top_k: int = 5  # best-scored predictions per video
+    tracker_k: int = 5  # segmenter queries listed per frame and layer
+    compare: Path | None = None
+    video: bool = True
+    tensorboard: bool = True
+    order_by_importance: bool = False
+    n_permutations: int = 5000
+    seed: int = 0
+    progress: bool = True
+    cue_thresholds: CueThresholds = field(default_factory=CueThresholds)
+
+    def __post_init__(self) -> None:
+        if self.only is not None:
+            unknown = [s for s in self.only if s not in STAGES]
+            if unknown or not self.only:
+                raise UserError(f"--only {','.join(self.only)}: unknown analysis {', '.join(unknown) or '(none)'}; "
+                                f"choose from {', '.join(STAGES)}")
+            if "videos" in self.only and not self.video:
+                raise UserError("--only videos contradicts --no-video")
+            if "tensorboard" in self.only and not self.tensorboard:
+                raise UserError("--only tensorboard contradicts --no-tensorboard")
+        if self.top_k < 1 or self.tracker_k < 1:
+            raise UserError("--top-k must be a positive integer")
+        if self.scalings != ("per_frame",) or self.styles != ("smooth",):
+            from ..viz.plots import SCALINGS, STYLES
+
+            for flag, given, allowed in (("--scalings", self.scalings, SCALINGS), ("--styles", self.styles, STYLES)):
+                bad = [x for x in given if x not in allowed]
+                if bad or not given:
+                    raise UserError(f"{flag} {','.join(bad) or '(none)'}: not one of {', '.join(allowed)}")
