@@ -77,9 +77,9 @@ def run_control(args: argparse.Namespace) -> int:
     curves = report.with_suffix("").name + "_deletion.png"
     if not plot_deletion(runs["trained"], report.parent / curves):
         curves = None
-    command = "python -m dvis_attn_pl control " + " ".join(sys.argv[2:])
+    command = _reproducing_command(args)
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_report(runs, command.strip(), plot, _design_notes(), curves, split), encoding="utf-8")
+    report.write_text(render_report(runs, command, plot, _design_notes(), curves, split), encoding="utf-8")
     (out / "control_experiment.json").write_text(json.dumps({**runs, "goals": goal_summary(runs["trained"])}, indent=1))
     if args.record:
         from ..analysis.proxy_validation import write_record
@@ -102,3 +102,17 @@ def _design_notes() -> dict[str, str]:
                 "in one frame, and the body's heading, differ between the motion species"
             )
     return notes
+
+
+def _reproducing_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces the report's numbers: the options that decide them, and no
+    paths of this machine (``--out``/``--report`` only say where things go)."""
+    parts = ["python -m dvis_attn_pl control", f"--held-out-videos {args.held_out_videos}",
+             f"--interventions {args.interventions}", f"--shuffle-k {args.shuffle_k}"]
+    if args.max_videos:
+        parts.append(f"--max-videos {args.max_videos}")
+    if args.control_weights:
+        parts.append(f"--control-weights {Path(args.control_weights).name}")
+    if args.skip_sanity:
+        parts.append("--skip-sanity")
+    return " ".join(parts)
