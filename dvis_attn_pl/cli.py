@@ -61,24 +61,24 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def _checked_number(convert, ok, what: str):
+    """An argparse type: ``convert(text)`` that must satisfy ``ok``, else "expected <what>"."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_non_negative_int = _checked_number(int, lambda v: v >= 0, "an integer >= 0")
+_positive_int = _checked_number(int, lambda v: v > 0, "a positive integer")
+_positive_float = _checked_number(float, lambda v: v > 0, "a positive number")
 
 
 _DESCRIPTION = """\
@@ -195,16 +195,6 @@ def _add_hardware_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     )
     hw.add_argument("--num-nodes", metavar="N", type=_positive_int, default=1, help="number of nodes (default 1)")
     return hw
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def _add_fit_flags(parser: argparse.ArgumentParser) -> None:
@@ -496,7 +486,7 @@ def _prepare(args: argparse.Namespace) -> None:
 def run_options(args: argparse.Namespace):
     """The frozen :class:`~dvis_attn_pl.run.options.RunOptions` of a checked ``test`` / ``predict``
     command line (after :func:`_prepare`): the only place the run's options leave the Namespace."""
-    from .run.options import Hardware, RunOptions
+    from .run.options import RunOptions
 
     return RunOptions(
         command=args.command,
@@ -516,14 +506,21 @@ def run_options(args: argparse.Namespace):
         shuffle_k=args.shuffle_k,
         freeze_frame=args.freeze_frame,
         intervention_seed=args.intervention_seed,
-        hardware=Hardware(
-            accelerator=args.accelerator,
-            devices=args.devices,
-            strategy=args.strategy,
-            precision=args.precision,
-            num_nodes=args.num_nodes,
-        ),
+        hardware=hardware_options(args),
         num_workers=args.num_workers,
+    )
+
+
+def hardware_options(args: argparse.Namespace):
+    """The :class:`~dvis_attn_pl.run.options.Hardware` of the flags every running command shares."""
+    from .run.options import Hardware
+
+    return Hardware(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        precision=args.precision,
+        num_nodes=args.num_nodes,
     )
 
 

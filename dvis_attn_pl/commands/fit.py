@@ -12,6 +12,7 @@ def _path(value: str | None) -> Path | None:
 
 def run_fit(args: argparse.Namespace) -> int:
     """Build the fit options from the parsed arguments and train; returns the exit status."""
+    from ..cli import hardware_options
     from ..training.fit import FitOptions
     from ..training.fit import run_fit as fit
 
@@ -32,11 +33,7 @@ def run_fit(args: argparse.Namespace) -> int:
             seed=args.seed,
             init=_path(args.init),
             resume=args.resume,
-            accelerator=args.accelerator,
-            devices=args.devices,
-            strategy=args.strategy,
-            precision=args.precision,
-            num_nodes=args.num_nodes,
+            hardware=hardware_options(args),
             shuffle_frames=args.shuffle_frames,
         )
     )

@@ -315,11 +315,7 @@ def execute(options: RunOptions) -> int:
     info = describe_run(options, data_json, frames_root, fingerprint)
     done = prepare_resume(run_dir, info, resuming, dataset, options.captures)
     log(weights_line(options, cfg))
-    metric = None
-    if command == "test":
-        from ..metrics import YTVISMetric
-
-        metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
+    metric = _metric(command, data)
     module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)
     if done:
         module.resumed_videos = resumed_metric_inputs(run_dir, dataset, done) if metric is not None else []
@@ -333,18 +329,19 @@ def execute(options: RunOptions) -> int:
     )
     datamodule = YTVISDataModule(dataset=dataset, num_workers=workers)
     try:
-        if command == "test":
-            trainer.test(module, datamodule=datamodule, verbose=False)
-        else:
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        _run_loop(trainer, module, datamodule, command)
         if trainer.is_global_zero:
             from .summary import finish_run
 
             finish_run(run_dir, info, module.metric_results, data, cfg)
         if interventions:
+            from ..interventions import UnalteredRun
+
             full = YTVISVideoDataset.from_data(data, frames_root, cfg, eager=eager, check_frames=False)
+            inputs = any(i.family == "input" for i in interventions)
+            unaltered = UnalteredRun(run_dir) if inputs else None  # read once for every input pass
             for intervention in interventions:
-                run_intervention(options, run_dir, intervention, full, model, data, workers)
+                run_intervention(options, run_dir, intervention, full, model, data, workers, unaltered)
     except OSError:  # e.g. a full disk: an events file whose header never got written is never readable
         from ..viz.tensorboard import remove_empty_event_files
 
@@ -368,15 +365,17 @@ def requested_interventions(options: RunOptions) -> list:
 
 
 def run_intervention(
-    options: RunOptions, run_dir: Path, intervention, dataset, model, data, workers: int
+    options: RunOptions, run_dir: Path, intervention, dataset, model, data, workers: int, unaltered=None
 ) -> None:
     """One altered pass of the whole set into ``run_dir/interventions/<label>/`` (same Lightning loop,
-    same devices). A pass whose ``intervention.json`` exists is complete and not run again."""
+    same devices). A pass whose ``intervention.json`` exists is complete and not run again.
+    ``unaltered``: the unaltered pass's results (:class:`~dvis_attn_pl.interventions.UnalteredRun`),
+    which input interventions may read."""
     from callbacks import PredictionWriter
     from callbacks.progress import VideoProgressBar
 
     from ..data.datamodule import YTVISDataModule
-    from ..interventions import AlteredVideos, UnalteredRun, frame_order, knockout
+    from ..interventions import AlteredVideos, frame_order, knockout
     from ..interventions.passes import write_pass_summary
     from ..lightning_module import DVISDAQModule
 
@@ -385,7 +384,6 @@ def run_intervention(
     if layout.pass_record.is_file():
         log(f"intervention {intervention.label}: already complete in {out}")
         return
-    unaltered = UnalteredRun(run_dir) if intervention.family == "input" else None
     videos = AlteredVideos(dataset, intervention, unaltered) if intervention.family == "input" else dataset
     callbacks = [PredictionWriter(out), VideoProgressBar()]
     if intervention.family == "probe":  # deletion curves: edits the records before the writer stores them
@@ -394,21 +392,31 @@ def run_intervention(
         callbacks.insert(0, DeletionCurves(seed=intervention.seed))
     command = options.command
     trainer = build_trainer(options.hardware, out, callbacks, tensorboard=False)
-    metric = None
-    if command == "test":
-        from ..metrics import YTVISMetric
-
-        metric = YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
+    metric = _metric(command, data)
     module = DVISDAQModule(model, data.contiguous_to_dataset_id, metric=metric)
     log(f"intervention {intervention.label}: {len(dataset)} videos ({intervention.kind.removes})")
     datamodule = YTVISDataModule(dataset=videos, num_workers=workers)
     with knockout(model, intervention):
-        if command == "test":
-            trainer.test(module, datamodule=datamodule, verbose=False)
-        else:
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        _run_loop(trainer, module, datamodule, command)
     if trainer.is_global_zero:
         orders = {
             str(v.id): frame_order(intervention, int(v.length), v.id, unaltered) for v in data.videos
         }
         write_pass_summary(out, intervention, orders, module.metric_results)
+
+
+def _metric(command: str, data):
+    """The YTVIS metric of a ``test`` loop (None for ``predict``)."""
+    if command != "test":
+        return None
+    from ..metrics import YTVISMetric
+
+    return YTVISMetric(categories=[{"id": c.id, "name": c.name} for c in data.categories])
+
+
+def _run_loop(trainer, module, datamodule, command: str) -> None:
+    """Lightning's test or predict loop over ``datamodule``."""
+    if command == "test":
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    else:
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..run.options import Hardware
 from ..utils.errors import UserError
 from ..utils.io_utils import atomic_write_bytes, atomic_write_json
 from . import STAGES
@@ -60,11 +61,7 @@ class FitOptions:
     seed: int
     init: Path | None
     resume: bool
-    accelerator: str
-    devices: str
-    strategy: str
-    precision: str
-    num_nodes: int
+    hardware: Hardware  # --accelerator --devices --strategy --precision --num-nodes
     shuffle_frames: bool = False  # control models: every training clip in a random frame order
 
 
@@ -202,13 +199,13 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # eval mode on purpose
     ckpt_dir = stage_dir / "checkpoints"
-    devices = opt.devices if opt.devices == "auto" else _parse_devices(opt.devices)
+    devices = opt.hardware.devices if opt.hardware.devices == "auto" else _parse_devices(opt.hardware.devices)
     trainer = L.Trainer(
-        accelerator=opt.accelerator,
+        accelerator=opt.hardware.accelerator,
         devices=devices,
-        strategy=_strategy(opt.strategy, devices),
-        precision=opt.precision,
-        num_nodes=opt.num_nodes,
+        strategy=_strategy(opt.hardware.strategy, devices),
+        precision=opt.hardware.precision,
+        num_nodes=opt.hardware.num_nodes,
         max_steps=max_steps,
         max_epochs=-1,  # max_steps ends the stage (a resumed stage may start a new pass over the samples)
         num_sanity_val_steps=0,
