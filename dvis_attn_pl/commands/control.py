@@ -36,9 +36,9 @@ def _causal(
     test = ["test", "--out", str(run_dir), "--interventions", interventions or args.interventions,
             "--shuffle-k", str(args.shuffle_k),
             "--capture", "temporal", *extra]
-    limit = min(v for v in (args.max_videos, max_videos, 1 << 30) if v)
-    if limit < 1 << 30:
-        test += ["--max-videos", str(limit)]
+    limits = [v for v in (args.max_videos, max_videos) if v]
+    if limits:
+        test += ["--max-videos", str(min(limits))]
     if args.data_json is not None:
         test += ["--data", str(args.data_json), "--frames", str(args.data_json.parent / "JPEGImages")]
     _run(test, what)
