@@ -636,6 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return guard.finish(code)
     except KeyboardInterrupt:  # Ctrl-C while rank 0 waits for the other ranks to end
         return _interrupted(guard)
+    finally:
+        guard.close()
 
 
 def _was_interrupted() -> bool:

@@ -218,3 +218,20 @@ def test_integers_past_64_bits_keep_their_value_when_read():
     from dvis_attn_pl.metrics.ytvis_io import _loads
 
     assert _loads(b'{"videos": [{"id": 1180591620717411303424}]}')["videos"][0]["id"] == 2**70
+
+
+def test_each_command_closes_its_rank_guard(capsys, recorded):
+    """An in-process command (a notebook, these tests) leaves no watcher thread behind, so a later
+    Lightning observer's child ranks are not adopted by an old command's guard."""
+    import threading
+
+    from dvis_attn_pl.run import ddp_guard
+
+    code, _, _ = run_main(capsys, "test")
+    first = ddp_guard._guard
+    assert code == 0 and [c for c, _ in recorded] == ["test"]
+    assert first is not None and first.closed.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "dvis-attn-pl-rank-watch"]
+    run_main(capsys, "predict")
+    assert ddp_guard._guard is not first and ddp_guard._guard.closed.is_set()  # a fresh guard per command
+    assert not [t for t in threading.enumerate() if t.name == "dvis-attn-pl-rank-watch"]

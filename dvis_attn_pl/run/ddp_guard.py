@@ -53,8 +53,6 @@ _PEER_MESSAGES = (
     "socket timeout",
 )
 
-_lock = threading.Lock()
-_claimed = False  # someone is stopping the job: every other path stands back
 INTERRUPT_WAIT_S = 10.0  # how long the watcher leaves an interrupted launcher to end by itself
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, a scheduler's time limit or preemption
 interrupted = threading.Event()  # this process received one of STOP_SIGNALS
@@ -100,15 +98,6 @@ def is_peer_failure(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def _claim() -> bool:
-    global _claimed
-    with _lock:
-        if _claimed:
-            return False
-        _claimed = True
-        return True
 
 
 def _wait_forever() -> None:
@@ -170,10 +159,29 @@ class RankGuard:
         }
         self.procs: list = []  # the launcher's child ranks (subprocess.Popen), once Lightning started them
         self._reported = False  # report() ran in this process (it stopped the children already)
+        self._lock = threading.Lock()
+        self._claimed = False  # someone is stopping the job: every other path stands back
+        self.closed = threading.Event()  # the command ended: the watcher thread stops
         if self.is_child:
-            threading.Thread(target=self._watch_parent, name="dvis-attn-pl-parent-watch", daemon=True).start()
+            target, name = self._watch_parent, "dvis-attn-pl-parent-watch"
         else:
-            threading.Thread(target=self._watch_children, name="dvis-attn-pl-rank-watch", daemon=True).start()
+            target, name = self._watch_children, "dvis-attn-pl-rank-watch"
+        self._watcher = threading.Thread(target=target, name=name, daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        """The command ended: stop the watcher thread, so that a later command in this process
+        (a notebook, a test) gets a guard of its own and no old thread adopts its child ranks."""
+        self.closed.set()
+        if self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=2 * POLL_S + 1.0)
+
+    def _claim(self) -> bool:
+        with self._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
 
     # ------------------------------------------------------------------ ranks
     @property
@@ -215,9 +223,9 @@ class RankGuard:
 
     def _watch_children(self) -> None:
         while not self._take_over_observer():
-            time.sleep(POLL_S)
-        while True:
-            time.sleep(POLL_S)
+            if self.closed.wait(POLL_S):
+                return
+        while not self.closed.wait(POLL_S):
             failed = self._failed_child()
             if failed is not None:
                 self._stop_for_child(*failed)
@@ -241,7 +249,7 @@ class RankGuard:
 
     def _stop_for_child(self, local_rank: int, proc) -> None:
         """A child ended with a non-zero status: say so (unless it did), stop the rest, end rank 0."""
-        if not _claim():
+        if not self._claim():
             _wait_forever()
         code = proc.returncode
         rank = self.global_rank(local_rank)
@@ -260,7 +268,7 @@ class RankGuard:
 
     def stop_children(self) -> None:
         """After Ctrl-C in the launcher: kill the child ranks; :meth:`finish` then only returns."""
-        _claim()
+        self._claim()
         self._kill_children()
         self._reported = True
 
@@ -277,7 +285,7 @@ class RankGuard:
             time.sleep(POLL_S)
         if not self.procs:
             return 0
-        if _claim():
+        if self._claim():
             late = [str(self.global_rank(i + 1)) for i, p in enumerate(self.procs) if p.poll() is None]
             _say(f"{PROG}: error: rank {', '.join(late)} did not end within {timeout:.0f} s after the run finished")
             self._kill_children()
@@ -287,10 +295,9 @@ class RankGuard:
 
     # ------------------------------------------------------------------ child side
     def _watch_parent(self) -> None:
-        while True:
-            time.sleep(POLL_S)
+        while not self.closed.wait(POLL_S):
             if os.getppid() != self.parent_pid:
-                if not _claim():
+                if not self._claim():
                     return
                 if self.local_rank == 1:  # one line for the whole node
                     _say(
@@ -306,7 +313,7 @@ class RankGuard:
         if self._has_peers():
             if is_peer_failure(exc):
                 self._wait_for_culprit()
-            if not _claim():
+            if not self._claim():
                 _wait_forever()
             self._kill_children()
         if trace:
@@ -326,7 +333,7 @@ class RankGuard:
             return code
         if code == 0:
             return self.wait_children()
-        if _claim():
+        if self._claim():
             self._kill_children()
             return code
         _wait_forever()
@@ -355,10 +362,12 @@ _guard: RankGuard | None = None
 
 
 def install(num_nodes: int = 1) -> RankGuard:
-    """The guard of this process (started once; later calls return it). In the main thread it
-    also turns SIGINT and SIGTERM into an interrupt (see :data:`interrupted`)."""
+    """The guard of this command (a new one once the previous command's guard was closed; until
+    then later calls return it). In the main thread it also turns SIGINT and SIGTERM into an
+    interrupt (see :data:`interrupted`)."""
     global _guard
-    if _guard is None:
+    if _guard is None or _guard.closed.is_set():
+        interrupted.clear()  # a Ctrl-C of an earlier command in this process is not this one's
         _guard = RankGuard(num_nodes)
         if threading.current_thread() is threading.main_thread():
             for signum, default in zip(STOP_SIGNALS, (signal.default_int_handler, signal.SIG_DFL)):
