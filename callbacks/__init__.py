@@ -5,8 +5,8 @@ from .prediction_writer import PredictionWriter
 
 __all__ = ["DeletionCurves", "PredictionWriter"]
 
-# Attention capture, its background writer and the temporal rollout (appended by the capture helper).
-from .attention_capture import AttentionCapture, VideoCapture  # noqa: E402
+# Attention capture, its background writer and the temporal rollout (a processor of the capture).
+from .attention_capture import AttentionCapture, VideoCapture, VideoProcessor  # noqa: E402
 from .attention_store import AttentionStore, AttentionStoreError, merge_manifest  # noqa: E402
 from .capture_callbacks import build_capture_callbacks  # noqa: E402
 from .temporal_rollout import TemporalRollout  # noqa: E402
@@ -17,6 +17,7 @@ __all__ += [
     "AttentionStoreError",
     "TemporalRollout",
     "VideoCapture",
+    "VideoProcessor",
     "build_capture_callbacks",
     "merge_manifest",
 ]

@@ -2,18 +2,19 @@
 
 For each test/predict step (one video):
 
-1. ``on_*_batch_start``: the chosen capture sites (by kind or by glob on the official module path)
-   are switched to their weights path with a sink that only *appends* ``(site, kind, context,
-   tensors)`` to a per-video buffer. The tensors stay on the device, detached; nothing is copied to
-   the host or written while the model runs. The bytes buffered are counted (and can be capped
-   with ``max_buffer_bytes``).
-2. ``on_*_batch_end``: with the video's predictions known, :mod:`callbacks.attention_reduce` keeps
-   what was asked (rows of the predicted instances, per-prediction decoder maps, ...). Registered
-   processors (e.g. :class:`callbacks.temporal_rollout.TemporalRollout`) run on the same device
-   tensors through :attr:`AttentionCapture.last_video`. Floating tensors are cast (float16 by
-   default) on the device, copied to the host once per kind (one transfer per dtype), and handed to
-   the :class:`~callbacks.attention_store.AttentionStore` writer thread. Capture is then switched
-   off and the buffer dropped, so host and device memory do not grow across videos.
+1. ``on_*_batch_start``: the :class:`~callbacks.capture_buffer.CaptureBuffer` switches the chosen
+   capture sites (by kind or by glob on the official module path) to their weights path with a
+   sink that only *appends* ``(site, kind, context, tensors)`` to a per-video buffer. The tensors
+   stay on the device, detached; nothing is copied to the host or written while the model runs.
+   The bytes buffered are counted (and can be capped with ``max_buffer_bytes``).
+2. ``on_*_batch_end``: with the video's predictions known, each kind's reducer
+   (:data:`callbacks.attention_reduce.REDUCERS`) keeps what was asked (rows of the predicted
+   instances, per-prediction decoder maps, ...). The processors passed in (e.g.
+   :class:`callbacks.temporal_rollout.TemporalRollout`) run on the same device tensors (the
+   :class:`VideoCapture`). Floating tensors are cast (float16 by default) on the device, copied to
+   the host once per kind (one transfer per dtype), and handed to the
+   :class:`~callbacks.attention_store.AttentionStore` writer thread. Capture is then switched off
+   and the buffer dropped, so host and device memory do not grow across videos.
 3. At the end of the loop the store is flushed and rank 0 merges the manifest.
 
 Differences from the original tool (fish-dvis ``attention_extractor.py``): no disk I/O or host copy
@@ -27,49 +28,40 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from dvis_attn_pl.capture_presets import get_preset, resolve_selection
-from dvis_attn_pl.model.capture import CaptureSite, enable_capture, select_sites
+from dvis_attn_pl.model.capture import CaptureSite
 from dvis_attn_pl.model.meta_arch import InferenceTrace
 from dvis_attn_pl.model.meta_arch_offline import OfflineInferenceTrace
 from dvis_attn_pl.utils.run_layout import RunLayout
 
 from .attention_reduce import (
-    SEGMENTER_KINDS,
-    TRACKER_KINDS,
     CapturedCall,
     InstanceTable,
     KindResult,
+    ReduceRequest,
     instance_table,
-    reduce_activation,
-    reduce_decoder_cross,
-    reduce_generic,
-    reduce_refiner_time,
-    reduce_tracker_cross,
-    site_layer,
+    reduce_kind,
     tracker_row_table,
 )
 from .attention_store import AttentionStore, merge_manifest, video_dir_name
+from .capture_buffer import CaptureBudgetError, CaptureBuffer
 
 if TYPE_CHECKING:
     from dvis_attn_pl.lightning_module import VideoResult
 
-__all__ = ["Artifact", "AttentionCapture", "CaptureBudgetError", "VideoCapture"]
+__all__ = ["Artifact", "AttentionCapture", "CaptureBudgetError", "VideoCapture", "VideoProcessor"]
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-class CaptureBudgetError(RuntimeError):
-    """The attention buffered for one video exceeded ``max_buffer_bytes``."""
 
 
 @dataclass
@@ -91,10 +83,26 @@ class VideoCapture:
     results: dict[str, KindResult]
     device_buffer_bytes: int
     padded_size: tuple[int, int] | None = None
+    stored_dtype: torch.dtype | None = None  # the dtype floating tensors are stored in (None: as computed)
     extras: dict = field(default_factory=dict)
 
 
-Processor = Callable[[VideoCapture], list[Artifact]]
+class VideoProcessor(Protocol):
+    """Work on each video's kept attention while it is still on the device (e.g. the rollout).
+
+    ``name`` and ``options`` are recorded in the manifest's ``capture`` section; ``requires`` are
+    the attention kinds it reads (the capture refuses a processor whose kinds it does not capture).
+    """
+
+    name: str
+    requires: tuple[str, ...]
+
+    @property
+    def options(self) -> dict: ...
+
+    def process_video(self, video: VideoCapture) -> list[Artifact]:
+        """The artifacts to store with ``video``."""
+        ...
 
 
 def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -151,6 +159,8 @@ class AttentionCapture(Callback):
         decoder_raw: also store the raw (frame, query, y, x) decoder maps.
         max_buffer_bytes: raise :class:`CaptureBudgetError` when one video buffers more.
         queue_size: writer queue length (host memory bound: about ``queue_size`` kinds' tensors).
+        processors: run on each video's kept attention, in order; their artifacts are stored with
+            the video (e.g. :class:`~callbacks.temporal_rollout.TemporalRollout`).
     """
 
     def __init__(
@@ -170,6 +180,7 @@ class AttentionCapture(Callback):
         decoder_raw: bool = False,
         max_buffer_bytes: int | None = None,
         queue_size: int = 4,
+        processors: Sequence[VideoProcessor] = (),
     ) -> None:
         if instances not in ("predicted", "all"):
             raise ValueError(f"instances must be 'predicted' or 'all', got {instances!r}")
@@ -185,6 +196,13 @@ class AttentionCapture(Callback):
         if frames is not None and any(int(f) < 0 for f in frames):
             raise ValueError(f"frames must be non-negative frame indices, got {list(frames)}")
         self.kinds, self.patterns = resolve_selection(preset, kinds, patterns)
+        for processor in processors:
+            missing = [k for k in processor.requires if k not in self.kinds]
+            if missing:
+                raise ValueError(
+                    f"{type(processor).__name__} needs the {', '.join(missing)} attention: capture the "
+                    f"{', '.join(repr(k) for k in missing)} kind (presets temporal, decoder or all)"
+                )
         if map_top_k is None and preset:
             map_top_k = get_preset(preset).defaults.get("map_top_k")
         self.preset = preset
@@ -192,13 +210,17 @@ class AttentionCapture(Callback):
         self.instances = instances
         self.top_k = top_k
         self.map_top_k = map_top_k
-        self.frames = sorted({int(f) for f in frames}) if frames is not None else None
+        self.buffer = CaptureBuffer(
+            self.kinds, self.patterns, per_head=per_head, frames=frames, max_buffer_bytes=max_buffer_bytes
+        )
+        self.frames = self.buffer.frames
         self.dtype = _parse_dtype(dtype)
         self.tracker_weight_layer = tracker_weight_layer
         self.decoder_raw = decoder_raw
         self.max_buffer_bytes = max_buffer_bytes
         self.root = RunLayout(run_dir).attention if run_dir is not None else None
         self.queue_size = queue_size
+        self.processors: tuple[VideoProcessor, ...] = tuple(processors)
         self.run_info: dict = {
             "preset": preset,
             "kinds": list(self.kinds),
@@ -211,43 +233,30 @@ class AttentionCapture(Callback):
             "dtype": str(self.dtype).replace("torch.", "") if self.dtype is not None else "float32",
             "tracker_weight_layer": tracker_weight_layer,
             "decoder_raw": decoder_raw,
+            **{p.name: dict(p.options) for p in self.processors},
         }
         self.store: AttentionStore | None = None
         self.last_video: VideoCapture | None = None
         self.device_buffer_bytes_peak = 0
         self.host_bytes_total = 0
         self.frames_total = 0
-        self._processors: list[Processor] = []
-        self._sites: list[CaptureSite] = []
-        self._model = None
-        self._calls: list[CapturedCall] = []
-        self._buffer_bytes = 0
-        self._frame_set = torch.tensor(self.frames, dtype=torch.int64) if self.frames is not None else None
 
     # ------------------------------------------------------------------ public
     @property
     def sites(self) -> list[CaptureSite]:
         """The capture sites chosen on the model (after ``setup``)."""
-        return list(self._sites)
-
-    def add_processor(self, processor: Processor, info: dict | None = None, name: str | None = None) -> None:
-        """Run ``processor(video)`` after each video's reduction; the artifacts it returns are stored
-        with the video. ``info`` is recorded in the manifest's ``capture`` section under ``name``."""
-        self._processors.append(processor)
-        if info is not None and name:
-            self.run_info[name] = info
+        return list(self.buffer.sites)
 
     def attach(self, model: torch.nn.Module) -> None:
         """Choose the sites on ``model`` (done by ``setup``; callable directly without a Trainer)."""
-        self._model = model
-        self._sites = select_sites(model, self.kinds, self.patterns) if (self.kinds or self.patterns) else []
+        self.buffer.attach(model)
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.attach(getattr(pl_module, "model", pl_module))
         if self.root is not None and (self.store is None or self.store.closed):
             self.store = AttentionStore(self.root, float_dtype=self.dtype, queue_size=self.queue_size)
-        found = {s.site_kind for s in self._sites}
+        found = {s.site_kind for s in self.buffer.sites}
         missing = [k for k in self.kinds if k not in found]
         self.run_info["missing_kinds"] = missing
         if missing:
@@ -272,25 +281,20 @@ class AttentionCapture(Callback):
         self._finish_loop(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._disable()
-        self._calls, self._buffer_bytes = [], 0
+        self.buffer.stop()
         if self.store is not None:
             self.store.abort()
 
     # ------------------------------------------------------------------ per video
     def begin_video(self) -> None:
         """Reset the buffer and switch the chosen sites to capture."""
-        self._calls, self._buffer_bytes = [], 0
         self.last_video = None
-        if self._sites:
-            enable_capture(self._sites, self._sink, per_head=self.per_head)
+        self.buffer.start()
 
     def end_video(self, outputs: VideoResult | None, batch) -> VideoCapture | None:
         """Keep what was asked for the video just run, store it, and switch capture off."""
-        self._disable()
-        calls, self._calls = self._calls, []
-        buffered, self._buffer_bytes = self._buffer_bytes, 0
-        if not self._sites or outputs is None:
+        calls, buffered = self.buffer.stop()
+        if not self.buffer.sites or outputs is None:
             return None
         video = self._reduce(calls, outputs, batch, buffered)
         del calls
@@ -301,8 +305,8 @@ class AttentionCapture(Callback):
             Artifact(f"{video_dir_name(video.video_id)}/{kind}.safetensors", r.tensors, r.meta)
             for kind, r in video.results.items()
         ]
-        for processor in self._processors:
-            artifacts.extend(processor(video))
+        for processor in self.processors:
+            artifacts.extend(processor.process_video(video))
         host_bytes = 0
         for art in artifacts:
             host, _ = batched_to_host(art.tensors, self.dtype)
@@ -315,51 +319,6 @@ class AttentionCapture(Callback):
         return video
 
     # ------------------------------------------------------------------ internals
-    def _disable(self) -> None:
-        for site in self._sites:
-            site.capture = None
-
-    def _context(self):
-        return getattr(self._model, "capture_context", None)
-
-    def _sink(self, site: CaptureSite, tensors: dict[str, torch.Tensor]) -> None:
-        """Called by a site inside the forward pass: append, on the device, nothing else."""
-        ctx = self._context()
-        kind = site.site_kind
-        call = CapturedCall(
-            site=site.site_name,
-            kind=kind,
-            layer=site_layer(site.site_name),
-            tensors={k: v.detach() for k, v in tensors.items()},
-            stage=getattr(ctx, "stage", ""),
-            window_index=getattr(ctx, "window_index", -1),
-        )
-        if kind in SEGMENTER_KINDS and ctx is not None:
-            start, end = int(ctx.frame_start), int(ctx.frame_end)
-            if all(t.shape[0] == end - start for t in call.tensors.values()):
-                call.frames = torch.arange(start, end)
-                if self.frames is not None:
-                    keep = torch.nonzero(torch.isin(call.frames, self._frame_set)).flatten()
-                    if keep.numel() == 0:
-                        return
-                    if keep.numel() < end - start:
-                        call.frames = call.frames[keep]
-                        call.tensors = {
-                            k: v.index_select(0, keep.to(v.device)) for k, v in call.tensors.items()
-                        }
-        elif kind in TRACKER_KINDS and ctx is not None:
-            call.tracker_frame = int(ctx.tracker_frame)
-            call.row_seq_ids = ctx.tracker_row_seq_ids
-            if self.frames is not None and call.tracker_frame not in self.frames:
-                return
-        self._calls.append(call)
-        self._buffer_bytes += call.nbytes
-        if self.max_buffer_bytes is not None and self._buffer_bytes > self.max_buffer_bytes:
-            raise CaptureBudgetError(
-                f"attention capture buffered {self._buffer_bytes} bytes for one video (limit "
-                f"{self.max_buffer_bytes}) at {site.site_name}; capture fewer kinds or frames, or raise the limit"
-            )
-
     def _reduce(self, calls: list[CapturedCall], outputs: VideoResult, batch, buffered: int) -> VideoCapture:
         info, official, video_id = outputs.info, outputs.outputs, outputs.video_id
         num_frames = int(outputs.num_frames or len(batch[0]["image"]))
@@ -373,56 +332,38 @@ class AttentionCapture(Callback):
             official, info, num_frames, instances=self.instances, top_k=self.top_k, num_rows=num_rows
         )
         padded = self._padded_size(info, batch)
-        meta = {
-            "video_id": video_id,
-            "num_frames": num_frames,
-            "frame_range": [0, num_frames],
-            "frames": self.frames,
-        }
         ref_of_seq = {s: r for s, r in zip(table.sequence_ids, table.refiner_ids) if s >= 0}
         ref_of_seq.update(_all_refiner_of_sequence(info))
-        keep_all = self.instances == "all"
-        results: dict[str, KindResult] = {}
-        rows = None
-        if by_kind.get("tracker_cross"):
-            rows = tracker_row_table(by_kind["tracker_cross"], self._rows_after(info), self.per_head)
-        for kind, kind_calls in by_kind.items():
-            if kind == "refiner_time":
-                results[kind] = reduce_refiner_time(kind_calls, table, meta, self.per_head)
-            elif kind == "activation":
-                results[kind] = reduce_activation(kind_calls, table, meta)
-            elif kind == "tracker_cross" and rows is not None:
-                results[kind] = reduce_tracker_cross(
-                    rows, table, meta, self.per_head, keep_all_rows=keep_all, refiner_of_sequence=ref_of_seq
-                )
-            elif kind == "decoder_cross":
-                results[kind] = reduce_decoder_cross(
-                    kind_calls,
-                    rows,
-                    self._map_table(table),
-                    meta,
-                    self.per_head,
-                    padded_size=padded,
-                    weight_layer=self.tracker_weight_layer,
-                    keep_raw=self.decoder_raw,
-                )
-            else:
-                results[kind] = reduce_generic(
-                    kind,
-                    kind_calls,
-                    table,
-                    meta,
-                    self.per_head,
-                    keep_all_rows=keep_all,
-                    frames=self._frame_set,
-                )
+        request = ReduceRequest(
+            table=table,
+            map_table=self._map_table(table),
+            video_meta={
+                "video_id": video_id,
+                "num_frames": num_frames,
+                "frame_range": [0, num_frames],
+                "frames": self.frames,
+            },
+            per_head=self.per_head,
+            keep_all_rows=self.instances == "all",
+            frames=self.buffer.frame_set,
+            padded_size=padded,
+            tracker_rows=(
+                tracker_row_table(by_kind["tracker_cross"], self._rows_after(info), self.per_head)
+                if by_kind.get("tracker_cross")
+                else None
+            ),
+            refiner_of_sequence=ref_of_seq,
+            tracker_weight_layer=self.tracker_weight_layer,
+            decoder_raw=self.decoder_raw,
+        )
         return VideoCapture(
             video_id=video_id,
             num_frames=num_frames,
             table=table,
-            results=results,
+            results={kind: reduce_kind(kind, kind_calls, request) for kind, kind_calls in by_kind.items()},
             device_buffer_bytes=buffered,
             padded_size=padded,
+            stored_dtype=self.dtype,
         )
 
     def _map_table(self, table: InstanceTable) -> InstanceTable:
@@ -436,14 +377,14 @@ class AttentionCapture(Callback):
         if info is not None:
             history = info.tracker_rows
         else:  # a model without a trace
-            history = getattr(getattr(self._model, "tracker", None), "row_history", None) or ()
+            history = getattr(getattr(self.buffer.model, "tracker", None), "row_history", None) or ()
         return {int(frame): list(ids) for frame, ids in history}
 
     def _padded_size(self, info: InferenceTrace | None, batch) -> tuple[int, int] | None:
         padded = None if info is None else info.padded_size
         if padded is None and batch and len(batch[0]["image"]):  # unknown for an empty video
             frames = batch[0]["image"]
-            div = max(int(getattr(self._model, "size_divisibility", 32) or 1), 1)
+            div = max(int(getattr(self.buffer.model, "size_divisibility", 32) or 1), 1)
             h = max(int(f.shape[-2]) for f in frames)
             w = max(int(f.shape[-1]) for f in frames)
             padded = (-(-h // div) * div, -(-w // div) * div)
@@ -473,7 +414,7 @@ class AttentionCapture(Callback):
         }
 
     def _finish_loop(self, trainer) -> None:
-        self._disable()
+        self.buffer.stop()
         self.last_video = None
         if self.store is None:
             return

@@ -15,6 +15,10 @@ asked for, as batched tensor ops on the tensors' device:
 
 Every result carries the index vectors needed to read it without the model (frames, instance
 rows, sequence and refiner ids, presence masks) and a JSON-able ``meta`` for the manifest.
+
+:data:`REDUCERS` maps each kind to its reducer; :func:`reduce_kind` applies it with the video's
+:class:`ReduceRequest` (a kind without an entry keeps its raw tensors). A new kind with a reduction
+of its own is one function and one registry entry.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -31,14 +35,18 @@ from dvis_attn_pl.model.meta_arch import InferenceTrace
 from dvis_attn_pl.model.meta_arch_offline import OfflineInferenceTrace
 
 __all__ = [
+    "REDUCERS",
     "CapturedCall",
     "InstanceTable",
     "KindResult",
+    "ReduceRequest",
+    "Reducer",
     "feature_grid",
     "instance_table",
     "reduce_activation",
     "reduce_decoder_cross",
     "reduce_generic",
+    "reduce_kind",
     "reduce_refiner_time",
     "reduce_tracker_cross",
     "site_layer",
@@ -561,3 +569,78 @@ def _refiner_rows(
     if not keep_all_rows:
         t = _select_rows(t, table.rows, t.dim() - 2)
     return t
+
+
+# ----------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class ReduceRequest:
+    """What the reducers may need of one video besides their kind's calls (built once per video)."""
+
+    table: InstanceTable  # the kept instances
+    map_table: InstanceTable  # the instances decoder maps are made for (``map_top_k``)
+    video_meta: dict
+    per_head: bool
+    keep_all_rows: bool  # ``instances="all"``
+    frames: torch.Tensor | None  # the chosen frames (None: all)
+    padded_size: tuple[int, int] | None
+    tracker_rows: TrackerRows | None  # when ``tracker_cross`` was captured
+    refiner_of_sequence: dict[int, int]
+    tracker_weight_layer: str = "last"
+    decoder_raw: bool = False
+
+
+Reducer = Callable[[str, list[CapturedCall], ReduceRequest], KindResult]
+
+
+def _refiner_time(kind: str, calls: list[CapturedCall], req: ReduceRequest) -> KindResult:
+    return reduce_refiner_time(calls, req.table, req.video_meta, req.per_head)
+
+
+def _activation(kind: str, calls: list[CapturedCall], req: ReduceRequest) -> KindResult:
+    return reduce_activation(calls, req.table, req.video_meta)
+
+
+def _tracker_cross(kind: str, calls: list[CapturedCall], req: ReduceRequest) -> KindResult:
+    if req.tracker_rows is None:  # no row table (a model without a tracker trace): raw calls
+        return _generic(kind, calls, req)
+    return reduce_tracker_cross(
+        req.tracker_rows,
+        req.table,
+        req.video_meta,
+        req.per_head,
+        keep_all_rows=req.keep_all_rows,
+        refiner_of_sequence=req.refiner_of_sequence,
+    )
+
+
+def _decoder_cross(kind: str, calls: list[CapturedCall], req: ReduceRequest) -> KindResult:
+    return reduce_decoder_cross(
+        calls,
+        req.tracker_rows,
+        req.map_table,
+        req.video_meta,
+        req.per_head,
+        padded_size=req.padded_size,
+        weight_layer=req.tracker_weight_layer,
+        keep_raw=req.decoder_raw,
+    )
+
+
+def _generic(kind: str, calls: list[CapturedCall], req: ReduceRequest) -> KindResult:
+    return reduce_generic(
+        kind, calls, req.table, req.video_meta, req.per_head, keep_all_rows=req.keep_all_rows, frames=req.frames
+    )
+
+
+REDUCERS: dict[str, Reducer] = {
+    "refiner_time": _refiner_time,
+    "activation": _activation,
+    "tracker_cross": _tracker_cross,
+    "decoder_cross": _decoder_cross,
+}
+"""Kind -> its reducer; a kind without an entry keeps its raw tensors (:func:`reduce_generic`)."""
+
+
+def reduce_kind(kind: str, calls: list[CapturedCall], request: ReduceRequest) -> KindResult:
+    """Keep what ``request`` asks of one kind's calls (the kind's registered reducer)."""
+    return REDUCERS.get(kind, _generic)(kind, calls, request)

@@ -1,6 +1,7 @@
-"""``build_capture_callbacks``: the callbacks of a ``--capture`` preset (capture, then rollout).
+"""``build_capture_callbacks``: the callbacks of a ``--capture`` preset (the capture, with the
+rollout as its processor).
 
-Kept apart from both callbacks so that imports run one way: the rollout depends on the capture,
+Kept apart from both so that imports run one way: the rollout depends on the capture's data types,
 and this module on both.
 """
 
@@ -10,15 +11,16 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from dvis_attn_pl.capture_presets import get_preset
+from dvis_attn_pl.capture_presets import get_preset, resolve_selection
 
 from .attention_capture import AttentionCapture
 from .temporal_rollout import TemporalRollout
 
 
 def build_capture_callbacks(preset: str, run_dir: str | Path, **options) -> list[Callback]:
-    """Callbacks for ``--capture PRESET``: [] for ``none``; otherwise an :class:`AttentionCapture`
-    and, when the refiner time attention is captured, a :class:`~callbacks.temporal_rollout.TemporalRollout`.
+    """Callbacks for ``--capture PRESET``: [] for ``none``; otherwise one :class:`AttentionCapture`,
+    with a :class:`~callbacks.temporal_rollout.TemporalRollout` processor when the refiner time
+    attention is captured.
 
     ``options`` go to :class:`AttentionCapture`, except ``rollout`` (False to skip the rollout, or a
     dict of :class:`TemporalRollout` options).
@@ -27,8 +29,8 @@ def build_capture_callbacks(preset: str, run_dir: str | Path, **options) -> list
     rollout = options.pop("rollout", True)
     if preset == "none" and not options.get("kinds") and not options.get("patterns"):
         return []
-    capture = AttentionCapture(run_dir, preset=preset, **options)
-    callbacks: list[Callback] = [capture]
-    if rollout is not False and "refiner_time" in capture.kinds:
-        callbacks.append(TemporalRollout(capture, **(rollout if isinstance(rollout, dict) else {})))
-    return callbacks
+    kinds, _ = resolve_selection(preset, options.get("kinds", ()), options.get("patterns", ()))
+    processors = []
+    if rollout is not False and "refiner_time" in kinds:
+        processors.append(TemporalRollout(**(rollout if isinstance(rollout, dict) else {})))
+    return [AttentionCapture(run_dir, preset=preset, processors=processors, **options)]

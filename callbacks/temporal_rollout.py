@@ -1,12 +1,13 @@
 """TemporalRollout: attention rollout over the refiner's time self-attention, on the device, per video.
 
-It does not hook the model itself. It registers with the run's :class:`AttentionCapture` (found
-among the trainer's callbacks, or passed in) and runs right after the capture has reduced a video:
-it reads the kept ``refiner_time`` rows (and the ``activation`` pooling weights) from
-:attr:`AttentionCapture.last_video` while they are still on the device, computes the rollout of
-all kept instances in one batch with :func:`dvis_attn_pl.analysis.rollout.temporal_rollout`, and
-returns the results to the capture, which stores them with the video as
-``attention_maps/rolled_out/video_<id>.safetensors``:
+A processor of :class:`~callbacks.attention_capture.AttentionCapture` (passed in as
+``AttentionCapture(..., processors=[TemporalRollout()])``; it neither hooks the model nor is a
+callback). The capture calls it right after it has reduced a video: it reads the kept
+``refiner_time`` rows (and the ``activation`` pooling weights) of the
+:class:`~callbacks.attention_capture.VideoCapture` while they are still on the device, computes
+the rollout of all kept instances in one batch with
+:func:`dvis_attn_pl.analysis.rollout.temporal_rollout`, and returns the results, which the
+capture stores with the video as ``attention_maps/rolled_out/video_<id>.safetensors``:
 
 * ``rollout`` (n, T, T): R = T_L ... T_start (last layer leftmost);
 * ``readout.<mode>`` (n, T): per-frame importance for each requested readout;
@@ -26,23 +27,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from dvis_attn_pl.analysis.rollout import HEAD_FUSIONS, READOUTS, RESIDUALS, rollout_readout, temporal_rollout
 from dvis_attn_pl.utils.run_layout import ROLLOUT_DIR, video_dir_name
 
-from .attention_capture import Artifact, AttentionCapture, VideoCapture
+from .attention_capture import Artifact, VideoCapture
 
 __all__ = ["ROLLOUT_DIR", "TemporalRollout"]
 
 
-
-class TemporalRollout(Callback):
-    """Rollout of the captured refiner time attention, stored beside it.
+class TemporalRollout:
+    """Rollout of the captured refiner time attention, stored beside it (a capture processor).
 
     Args:
-        capture: the :class:`AttentionCapture` to read from (default: the one among the trainer's
-            callbacks, found in ``setup``).
         residual: ``"identity"`` (rownorm(A + I), the seed tool's), ``"half"`` ((A + I) / 2) or ``"none"``.
         head_fusion: ``"mean"``/``"max"``/``"min"`` over heads (used when per-head weights were captured).
         discard_ratio: fraction of the lowest weights of each row set to zero before the residual.
@@ -52,9 +49,11 @@ class TemporalRollout(Callback):
         mask_padding: drop frames where the instance is absent (see the module docstring).
     """
 
+    name = "rollout"  # its options' entry in the manifest's capture section
+    requires = ("refiner_time",)  # the attention kind it reads
+
     def __init__(
         self,
-        capture: AttentionCapture | None = None,
         *,
         residual: str = "identity",
         head_fusion: str = "mean",
@@ -75,8 +74,7 @@ class TemporalRollout(Callback):
         unknown = [r for r in readouts if r not in READOUTS]
         if unknown or not readouts:
             raise ValueError(f"readouts {list(readouts)} must be a non-empty subset of {READOUTS}")
-        self.capture = capture
-        self.options = {
+        self._options = {
             "residual": residual,
             "head_fusion": head_fusion,
             "discard_ratio": float(discard_ratio),
@@ -85,28 +83,12 @@ class TemporalRollout(Callback):
             "row_frame": int(row_frame),
             "mask_padding": bool(mask_padding),
         }
-        self._registered = False
         self.last_result: dict[str, torch.Tensor] | None = None
-        if capture is not None:
-            self._register(capture)
 
-    def _register(self, capture: AttentionCapture) -> None:
-        if "refiner_time" not in capture.kinds:
-            raise ValueError(
-                "TemporalRollout needs the refiner time attention: capture the 'refiner_time' kind "
-                "(presets temporal, decoder or all)"
-            )
-        if not self._registered:
-            capture.add_processor(self.process_video, info=dict(self.options), name="rollout")
-            self.capture = capture
-            self._registered = True
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.capture is None:
-            found = [cb for cb in trainer.callbacks if isinstance(cb, AttentionCapture)]
-            if not found:
-                raise ValueError("TemporalRollout needs an AttentionCapture callback in the same Trainer")
-            self._register(found[0])
+    @property
+    def options(self) -> dict:
+        """The rollout options (recorded in the manifest and in each rollout file)."""
+        return dict(self._options)
 
     # ------------------------------------------------------------------ the computation
     def compute(self, video: VideoCapture) -> dict[str, torch.Tensor] | None:
@@ -114,9 +96,9 @@ class TemporalRollout(Callback):
         result = video.results.get("refiner_time")
         if result is None:
             return None
-        attn = self._as_stored(result.tensors["weights"])
+        attn = _as_stored(result.tensors["weights"], video.stored_dtype)
         table = video.table
-        opts = self.options
+        opts = self._options
         n, num_frames = attn.shape[0], attn.shape[-1]
         valid = table.present.to(attn.device) if opts["mask_padding"] else None
         if n == 0:
@@ -140,23 +122,15 @@ class TemporalRollout(Callback):
                 pooled = video.results.get("activation")
                 if pooled is None:
                     continue  # the pooling weights were not captured
-                a = self._as_stored(pooled.tensors["weights"]).to(rollout.dtype)
+                a = _as_stored(pooled.tensors["weights"], video.stored_dtype).to(rollout.dtype)
                 if valid is not None:
                     a = a * valid.to(a.dtype)
                     a = a / a.sum(dim=1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
                 out[f"readout.{mode}"] = rollout_readout(rollout, "activation", activation=a)
         return out
 
-    def _as_stored(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` rounded to the dtype the capture stores it in (then float32), so the stored rollout
-        is exactly reproducible from the stored attention files."""
-        dtype = getattr(self.capture, "dtype", None)
-        if dtype is not None and t.is_floating_point() and t.dtype != dtype:
-            t = t.to(dtype)
-        return t.float()
-
     def process_video(self, video: VideoCapture) -> list[Artifact]:
-        """The capture's processor hook: compute and return the rollout artifact of ``video``."""
+        """Compute and return the rollout artifact of ``video`` (called by the capture)."""
         out = self.compute(video)
         self.last_result = out
         if out is None:
@@ -175,8 +149,16 @@ class TemporalRollout(Callback):
                     "source": f"{video_dir_name(video.video_id)}/refiner_time.safetensors",
                     "sites": video.results["refiner_time"].meta.get("sites", []),
                     "heads": video.results["refiner_time"].meta.get("heads"),
-                    "options": dict(self.options),
+                    "options": self.options,
                     "layout": layout,
                 },
             )
         ]
+
+
+def _as_stored(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``t`` rounded to the dtype the capture stores it in (then float32), so the stored rollout is
+    exactly reproducible from the stored attention files."""
+    if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+        t = t.to(dtype)
+    return t.float()

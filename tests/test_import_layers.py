@@ -144,3 +144,47 @@ def test_each_layer_is_a_folder():
     root = ROOT / "dvis_attn_pl"
     modules = sorted(p.stem for p in root.glob("*.py"))
     assert modules == ["__init__", "__main__", "capture_presets", "cli", "lightning_module", "results"], modules
+
+
+def _import_graph() -> dict[str, set[str]]:
+    sources = _sources()
+    graph: dict[str, set[str]] = {}
+    for name, path in sources.items():
+        targets = {t if t in sources else t.rpartition(".")[0] for t in _imports(name, path)}
+        graph[name] = {t for t in targets if t in sources and t != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (a path that comes back to its start), None when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_module_imports_back():
+    """No two-way imports, also within a layer and through lazy imports (e.g. the capture and the
+    rollout, the analysis pipeline and its stages)."""
+    found = _cycle(_import_graph())
+    assert found is None, "import cycle: " + " -> ".join(found or [])
+
+
+def test_the_cycle_check_sees_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

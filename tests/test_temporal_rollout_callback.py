@@ -1,5 +1,5 @@
 """TemporalRollout: the stored rollout equals temporal_rollout applied to the stored refiner rows,
-for the defaults and for the options; it is wired to the capture whatever the callback order."""
+for the defaults and for the options; it runs as a processor passed in to the capture."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def test_default_rollout_equals_rollout_of_the_stored_rows(default_run):
 
 def test_in_memory_result_matches_the_file(default_run):
     run_dir, cbs = default_run
-    rollout = cbs[1]
+    assert len(cbs) == 1  # one callback: the capture, the rollout its processor
+    (rollout,) = cbs[0].processors
     assert isinstance(rollout, TemporalRollout) and rollout.last_result is not None
     last_video = max(load_manifest(run_dir)["complete_videos"])
     stored = artifact(run_dir, f"rolled_out/video_{last_video}.safetensors")
@@ -109,24 +110,21 @@ def test_options_are_applied(tiny, tmp_path):
     assert load_manifest(tmp_path)["capture"]["rollout"]["start_layer"] == 1
 
 
-def test_finds_the_capture_whatever_the_callback_order(tiny, tmp_path):
+def test_runs_as_a_processor_passed_in(tiny, tmp_path):
     cfg, model = tiny
-    capture = AttentionCapture(tmp_path, preset="temporal")
-    rollout = TemporalRollout()
-    run_test(cfg, model, synthetic_videos(1), [rollout, capture], keep=False)
-    assert rollout.capture is capture
+    rollout = TemporalRollout(discard_ratio=0.1)
+    capture = AttentionCapture(tmp_path, preset="temporal", processors=[rollout])
+    run_test(cfg, model, synthetic_videos(1), [capture], keep=False)
+    assert load_manifest(tmp_path)["capture"]["rollout"] == rollout.options
     ref = artifact(tmp_path, "video_0/refiner_time.safetensors")
     roll = artifact(tmp_path, "rolled_out/video_0.safetensors")
-    expected = temporal_rollout(ref["weights"].float(), valid=ref["present"])
+    expected = temporal_rollout(ref["weights"].float(), valid=ref["present"], discard_ratio=0.1)
     torch.testing.assert_close(roll["rollout"].float(), expected, atol=ATOL, rtol=0)
 
 
-def test_bad_setups_raise(tiny, tmp_path):
-    cfg, model = tiny
-    with pytest.raises(ValueError, match="needs an AttentionCapture"):
-        run_test(cfg, model, synthetic_videos(1), [TemporalRollout()], keep=False)
+def test_bad_setups_raise():
     with pytest.raises(ValueError, match="refiner_time"):
-        TemporalRollout(AttentionCapture(None, preset=None, kinds=["tracker_cross"]))
+        AttentionCapture(None, preset=None, kinds=["tracker_cross"], processors=[TemporalRollout()])
     with pytest.raises(ValueError, match="readouts"):
         TemporalRollout(readouts=("colum_mean",))
     with pytest.raises(ValueError, match="residual"):
