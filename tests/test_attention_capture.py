@@ -326,3 +326,23 @@ def test_callbacks_can_be_reused_for_a_second_loop(tiny, tmp_path):
     run_test(cfg, model, synthetic_videos(2)[1:], cbs, keep=False)
     assert load_manifest(tmp_path)["complete_videos"] == [0, 1]
     assert (tmp_path / "attention_maps/rolled_out/video_1.safetensors").is_file()
+
+
+def test_a_registered_reducer_decides_what_its_kind_keeps(tiny, monkeypatch, tmp_path):
+    """The per-kind registry: a kind's entry is what runs (here a stand-in for tracker_self that
+    keeps one count per call); kinds without an entry keep their raw tensors."""
+    from callbacks.attention_reduce import REDUCERS, KindResult
+
+    def count_calls(kind, calls, request):
+        return KindResult(kind, {"calls": torch.tensor([len(calls)])}, {**request.video_meta, "kind": kind})
+
+    monkeypatch.setitem(REDUCERS, "tracker_self", count_calls)
+    cfg, model = tiny
+    capture = AttentionCapture(tmp_path, preset=None, kinds=["tracker_self", "slot_attn"])
+    run_test(cfg, model, synthetic_videos(1), [capture], keep=False)
+    kept = artifact(tmp_path, "video_0/tracker_self.safetensors")
+    num_frames = capture.frames_total
+    layers = len([s for s in capture.sites if s.site_kind == "tracker_self"])
+    assert list(kept) == ["calls"] and int(kept["calls"]) == num_frames * layers
+    raw = artifact(tmp_path, "video_0/slot_attn.safetensors")
+    assert any("/weights" in name for name in raw)
