@@ -3,6 +3,7 @@ golden cases, frame by frame against the official run: decisions first, then ten
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -74,29 +75,126 @@ class TrackerRun:
     collected: dict[int, object] = field(default_factory=dict)
 
 
+@dataclass
+class TapState:
+    """Where the test-side taps are: the video, the window and the frame being tracked."""
+
+    video: int = 0
+    start: int = 0  # first frame of the current window
+    proj: torch.Tensor | None = None  # the current window's ``mask_feature_proj`` output (T, C, h, w)
+    layers: list[torch.Tensor] = field(default_factory=list)  # this frame's layer-0 input, then ffn outputs
+    decoded_frame: int = -1  # the last frame whose tracker layers have all run
+
+
+def wrap_method(obj, name: str, after: Callable) -> Callable[[], None]:
+    """Make ``obj.<name>(*args)`` also call ``after(result, *args)``; returns the undo."""
+    original = getattr(obj, name)
+
+    def wrapped(*args):
+        result = original(*args)
+        after(result, *args)
+        return result
+
+    setattr(obj, name, wrapped)
+    return lambda: delattr(obj, name)
+
+
+def tap_tracker(
+    tracker: VideoInstanceCutter, run: TrackerRun, ctx: CaptureContext, state: TapState, offline_mode: bool
+) -> list[Callable[[], None]]:
+    """Record the golden ``v*.tracker.*`` method-level tensors (prediction, get_mask_pos_embed,
+    match_with_embeds, mask_feature_proj, state_after_frame) and the per-frame trace, from hooks on
+    the tracker's submodules and wrappers of its methods; returns the undos.
+
+    ``prediction.ms`` decodes every layer (only the last in offline mode), as the official does;
+    ``prediction.slot`` needs the slot branch to run (a slot capture site enabled or ``OVIS_INFER``)."""
+    num_layers, num_slots = tracker.settings.num_layers, tracker.settings.num_slots
+
+    def record(name: str, at: str, tensors: dict[str, torch.Tensor]) -> None:
+        for field_name, value in tensors.items():
+            run.tensors[f"v{state.video}.tracker.{name}.{at}.{field_name}"] = value.detach().clone()
+
+    def decode(name: str, queries: torch.Tensor) -> None:  # queries (L, n, 1, C)
+        frame = ctx.tracker_frame
+        logits, masks = tracker.prediction(queries[:, :, 0], state.proj[frame - state.start])
+        record(
+            name,
+            f"frame{frame}",
+            {"queries": queries, "pred_logits": logits[:, None], "pred_masks": masks[:, None]},
+        )
+
+    def on_proj(mod, args, out) -> None:
+        state.proj = out
+        record("mask_feature_proj", f"call{state.start}", {"out": out})
+
+    def on_layers_start(mod, args) -> None:
+        state.layers = [args[0]]
+
+    def on_ffn(mod, args, out, j: int) -> None:
+        state.layers.append(out)
+        if j == num_layers - 1:
+            state.decoded_frame = ctx.tracker_frame
+            decode("prediction.ms", torch.stack(state.layers[-1:] if offline_mode else state.layers))
+
+    def on_slot_ffn(mod, args, out) -> None:
+        decode("prediction.slot", (out[:-num_slots] if offline_mode else out)[None])
+
+    def on_pos_embed(result, masks, features) -> None:
+        frame = ctx.tracker_frame
+        # before the tracker layers: the anchors' and keys' positions; after: the tracks'
+        name = "track_pos" if state.decoded_frame == frame else "frame_queries_pos"
+        pos, pooled = result
+        record(
+            f"get_mask_pos_embed.{name}",
+            f"frame{frame}",
+            {"pos_embed": pos[:, None], "pooled_features": pooled[:, None]},
+        )
+
+    def on_match(chosen, track_feats, seg_feats) -> None:
+        record("match_with_embeds", f"frame{ctx.tracker_frame}", {"indices": chosen})
+
+    def on_update(row_ids, upd: FrameUpdate) -> None:
+        memory = tracker.memory
+        record(
+            "state_after_frame",
+            f"frame{upd.frame}",
+            {
+                "track_queries": memory.track_queries(upd.outputs),
+                "track_embeds": memory.track_positions(upd.outputs),
+            },
+        )
+        run.traces[state.video].append(
+            {"frame": upd.frame, "live_seq_order": list(memory.live_ids), "hub": memory.hub_summary()}
+        )
+
+    handles = [
+        tracker.mask_feature_proj.register_forward_hook(on_proj),
+        tracker.transformer_cross_attention_layers[0].register_forward_pre_hook(on_layers_start),
+        tracker.slot_ffn_layers[-1].register_forward_hook(on_slot_ffn),
+    ]
+    handles += [
+        layer.register_forward_hook(lambda mod, args, out, j=j: on_ffn(mod, args, out, j))
+        for j, layer in enumerate(tracker.transformer_ffn_layers)
+    ]
+    return [h.remove for h in handles] + [
+        wrap_method(tracker, "get_mask_pos_embed", on_pos_embed),
+        wrap_method(tracker, "match_with_embeds", on_match),
+        wrap_method(tracker.memory, "update", on_update),
+    ]
+
+
 def run_case(case, per_head: bool = False, capture: bool = True, videos=(0, 1)) -> TrackerRun:
+    """Run ``videos`` of ``case`` through the tracker, recording golden-style tensors (the slot
+    branch's only with ``capture``, which enables the slot cross-attention sites)."""
     holder, tracker = build_tracker(case)
     offline_mode = case.name in OFFLINE_MODE_CASES
     run = TrackerRun()
     ctx = CaptureContext()
     tracker.capture_context = ctx
-    video = [0]
+    state = TapState()
 
     def key(*parts) -> str:
-        return ".".join([f"v{video[0]}", *parts])
-
-    def probe(name: str, frame: int, tensors: dict[str, torch.Tensor]) -> None:
-        ctx_name = f"call{frame}" if name == "mask_feature_proj" else f"frame{frame}"
-        for field_name, value in tensors.items():
-            run.tensors[key("tracker", name, ctx_name, field_name)] = value.detach().clone()
-        if name == "state_after_frame":
-            run.traces[video[0]].append(
-                {
-                    "frame": frame,
-                    "live_seq_order": list(tracker.memory.live_ids),
-                    "hub": tracker.memory.hub_summary(),
-                }
-            )
+        return ".".join([f"v{state.video}", *parts])
 
     def sink(site, tensors):
         run.tensors[key("attn", site.site_name, f"frame{ctx.tracker_frame}")] = (
@@ -134,17 +232,18 @@ def run_case(case, per_head: bool = False, capture: bool = True, videos=(0, 1)) 
                 run.tensors[key(name, f"frame{ctx.tracker_frame}", "out")] = out.detach().clone()
 
             hooks.append(module.register_forward_hook(phook))
-    tracker.probe = probe
+    undos = [h.remove for h in hooks] + tap_tracker(tracker, run, ctx, state, offline_mode)
     if capture:
         sites = [s for s in capture_sites(holder) if not isinstance(s, SlotAttention)]
         enable_capture(sites, sink, per_head=per_head)
     with torch.no_grad():
         for v in videos:
-            video[0] = v
+            state.video, state.decoded_frame = v, -1
             run.traces[v] = []
             ctx.reset(v, 0)
             num_frames = 0
             for start, window in golden_windows(case, v):
+                state.start = start
                 tracker.inference(
                     window, start, resume=start > 0
                 ) if not offline_mode else tracker.forward_offline_mode(window, start, resume=start > 0)
@@ -153,8 +252,8 @@ def run_case(case, per_head: bool = False, capture: bool = True, videos=(0, 1)) 
                 0, num_frames, int(case.cfg.MODEL.VIDEO_HEAD.NOISE_FRAME_NUM)
             )
             tracker.memory.end_call()
-    for h in hooks:
-        h.remove()
+    for undo in undos:
+        undo()
     disable_capture(holder)
     return run
 
@@ -280,7 +379,7 @@ def test_capture_context_rows():
     assert [f for f, _ in tracker.row_history] == list(range(7))
 
 
-def test_outputs_identical_without_capture_or_probe():
+def test_outputs_identical_without_capture_or_taps():
     case = golden_case("r50_online_tiny")
     with_capture = run_case(case, capture=True, videos=(0,))
     holder, tracker = build_tracker(case)

@@ -12,7 +12,6 @@ pass ``DIS_FG_THRESHOLD``). Bookkeeping lives in :class:`~.sequence.SequenceMemo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +23,6 @@ from ..capture import CaptureContext
 from ..layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 from .sequence import AUTO, FrameUpdate, SequenceMemory
 from .slot_attention import SlotCrossAttentionLayer
-
-Probe = Callable[[str, int, dict[str, torch.Tensor]], None]
 
 
 @dataclass(frozen=True)
@@ -108,11 +105,10 @@ def foreground_score(logits: torch.Tensor) -> torch.Tensor:
 class VideoInstanceCutter(nn.Module):
     """The DVIS-DAQ tracker with the official parameter names (``tracker.*`` keys).
 
-    Work the official code does but whose results inference never reads is skipped unless
-    someone looks: the decoding head runs on the last layer only (all layers when a
-    :attr:`probe` is set), and the slot branch (with its CPU Hungarian matching) runs only when
-    ``OVIS_INFER`` needs it, a slot capture site is active, a probe is set or
-    :attr:`always_run_slot_branch` is True. The outputs are the same either way.
+    Work the official code does but whose results inference never reads is skipped: the decoding
+    head runs on the last layer only, and the slot branch (with its CPU Hungarian matching) runs
+    only when ``OVIS_INFER`` needs it or a slot capture site is active. The outputs are the same
+    either way.
 
     The meta-architecture sets :attr:`capture_context`; before each frame the tracker writes
     ``tracker_frame``, ``tracker_row_seq_ids`` (sequence id per query row, -1 for the
@@ -147,8 +143,6 @@ class VideoInstanceCutter(nn.Module):
 
         self.memory = SequenceMemory(c, kick_out_frames=s.kick_out_frames)
         self.capture_context: CaptureContext | None = None
-        self.probe: Probe | None = None  # debugging/test tap: probe(name, frame, tensors)
-        self.always_run_slot_branch = False
         self._rows: list[tuple[int, torch.Tensor]] = []  # per frame: sequence id per row, device
 
     # ------------------------------------------------------------------ public API
@@ -194,18 +188,14 @@ class VideoInstanceCutter(nn.Module):
         self._run(window, start_frame, resume, offline_mode=False)
 
     def forward_offline_mode(self, window: TrackerWindow, start_frame: int, resume: bool = False) -> None:
-        """The official ``forward_offline_mode`` used at evaluation by fish-dvis: only the last
-        layer is decoded and, with ``OVIS_INFER``, track validity uses the mean of the main and
-        slot logits."""
+        """The official ``forward_offline_mode`` used at evaluation by fish-dvis: with
+        ``OVIS_INFER``, track validity uses the mean of the main and slot logits (and fish-dvis caps
+        the track queries)."""
         self._run(window, start_frame, resume, offline_mode=True)
 
     # ------------------------------------------------------------------ helpers
-    def _emit(self, name: str, frame: int, tensors: dict[str, torch.Tensor]) -> None:
-        if self.probe is not None:
-            self.probe(name, frame, tensors)
-
     def _slot_branch_needed(self) -> bool:
-        if self.settings.ovis_infer or self.always_run_slot_branch or self.probe is not None:
+        if self.settings.ovis_infer:
             return True
         return any(
             layer.multihead_attn.capture is not None or layer.slot_attn.capture is not None
@@ -264,7 +254,6 @@ class VideoInstanceCutter(nn.Module):
     # ------------------------------------------------------------------ the frame loop
     def _run(self, window: TrackerWindow, start_frame: int, resume: bool, offline_mode: bool) -> None:
         proj = self.mask_feature_proj(window.mask_features)
-        self._emit("mask_feature_proj", start_frame, {"out": proj})
         for i in range(window.num_frames):
             first = i == 0 and not resume
             if first:
@@ -278,19 +267,14 @@ class VideoInstanceCutter(nn.Module):
         s = self.settings
         frame_embeds = window.frame_embeds[i][:, None, :]  # (Q, 1, C)
         raw = window.mask_features[i]
-        decode_all = (
-            self.probe is not None and not offline_mode
-        )  # official offline mode decodes the last layer only
         slot_logits = None
         if first:
             self._set_context(frame, torch.full((frame_embeds.shape[0],), -1, device=frame_embeds.device))
             out = frame_embeds
-            layers_out = [out]
             for j in range(s.num_layers):
                 out = self.transformer_cross_attention_layers[j](out, frame_embeds)
                 out = self.transformer_self_attention_layers[j](out)
                 out = self.transformer_ffn_layers[j](out)
-                layers_out.append(out)
             num_tracks = 0
         else:
             track_q = self.memory.track_queries(frame_embeds)
@@ -300,49 +284,25 @@ class VideoInstanceCutter(nn.Module):
             num_tracks = track_q.shape[0]
             anchor_ids = torch.full((s.num_new_ins,), -1, device=frame_embeds.device)
             self._set_context(frame, torch.cat([self.memory.live[:num_tracks], anchor_ids]))
-            frame_pos, pooled = self.get_mask_pos_embed(window.seg_masks[i], raw)
-            self._emit(
-                "get_mask_pos_embed.frame_queries_pos",
-                frame,
-                {"pos_embed": frame_pos[:, None], "pooled_features": pooled[:, None]},
-            )
+            frame_pos, _ = self.get_mask_pos_embed(window.seg_masks[i], raw)
             frame_pos = frame_pos[:, None, :]
             anchors = self.new_ins_embeds.weight[:, None, :].expand(s.num_new_ins, 1, -1)
             # torch.cat promotes mixed dtypes (autocast) exactly as the official concatenations do
             out = torch.cat([track_q, anchors])
             query_pos = torch.cat([track_pos, frame_pos[: s.num_new_ins]])
-            layers_out = [out]
             for j in range(s.num_layers):
                 out = self.transformer_cross_attention_layers[j](
                     out, frame_embeds, pos=frame_pos, query_pos=query_pos
                 )
                 out = self.transformer_self_attention_layers[j](out)
                 out = self.transformer_ffn_layers[j](out)
-                layers_out.append(out)
             if self._slot_branch_needed():
-                slot_logits = self._slot_branch(
-                    window, frame_embeds, track_q, track_pos, proj, frame, offline_mode
-                )
+                slot_logits = self._slot_branch(window, frame_embeds, track_q, track_pos)
 
-        stacked = torch.stack(layers_out if decode_all else layers_out[-1:])[:, :, 0]  # (L', Nq, C)
-        logits, masks = self.prediction(stacked, proj)
-        if self.probe is not None:
-            self._emit(
-                "prediction.ms",
-                frame,
-                {
-                    "queries": stacked[:, :, None],
-                    "pred_logits": logits[:, None],
-                    "pred_masks": masks[:, None],
-                },
-            )
-        logits, masks, last = logits[-1], masks[-1], stacked[-1]
-        positions, pooled = self.get_mask_pos_embed(masks, raw)
-        self._emit(
-            "get_mask_pos_embed.track_pos",
-            frame,
-            {"pos_embed": positions[:, None], "pooled_features": pooled[:, None]},
-        )
+        last = out[:, 0]  # (Nq, C): only the last layer is decoded
+        logits, masks = self.prediction(last[None], proj)
+        logits, masks = logits[0], masks[0]
+        positions, _ = self.get_mask_pos_embed(masks, raw)
 
         valid = self._validity(window, i, first, logits, slot_logits, num_tracks, offline_mode)
         row_ids = self.memory.update(
@@ -351,16 +311,6 @@ class VideoInstanceCutter(nn.Module):
             )
         )
         self._rows.append((frame, row_ids))
-        if self.probe is not None:
-            ref = frame_embeds
-            self._emit(
-                "state_after_frame",
-                frame,
-                {
-                    "track_queries": self.memory.track_queries(ref),
-                    "track_embeds": self.memory.track_positions(ref),
-                },
-            )
 
     def _slot_branch(
         self,
@@ -368,17 +318,13 @@ class VideoInstanceCutter(nn.Module):
         frame_embeds: torch.Tensor,
         track_q: torch.Tensor,
         track_pos: torch.Tensor,
-        proj: torch.Tensor,
-        frame: int,
-        offline_mode: bool = False,
     ) -> torch.Tensor:
         """Track queries and background slots compete for the frame queries; returns the last
-        slot layer's class logits (q'+S, K+1). (The offline mode decodes the track rows only.)"""
+        slot layer's class logits (q'+S, K+1)."""
         bg = self.bg_slots.weight[:, None, :]
         slot_keys = torch.cat([track_q, bg])
         seg_feat = window.seg_query_feat
         chosen = self.match_with_embeds(slot_keys[:, 0], seg_feat)
-        self._emit("match_with_embeds", frame, {"indices": chosen})
         slots = seg_feat[chosen][:, None, :]
         slot_query = torch.cat([track_pos, bg])
         for j in range(self.settings.num_layers):
@@ -386,16 +332,6 @@ class VideoInstanceCutter(nn.Module):
                 slots, frame_embeds, query_pos=slot_keys, slot_query=slot_query
             )
             slots = self.slot_ffn_layers[j](slots)
-        if self.probe is not None:
-            if offline_mode:
-                slots = slots[: track_q.shape[0]]
-            logits, masks = self.prediction(slots[None, :, 0], proj)
-            self._emit(
-                "prediction.slot",
-                frame,
-                {"queries": slots[None], "pred_logits": logits[:, None], "pred_masks": masks[:, None]},
-            )
-            return logits[0]
         return self.class_embed(self.decoder_norm(slots[:, 0]))
 
     def _validity(
