@@ -17,6 +17,13 @@ __all__ = [
     "CLASS_PROBS",
     "DECISION_SETTLE_FRAME",
     "DELETION",
+    "DELETION_FRACTIONS_KEY",
+    "DELETION_IMPORTANCE",
+    "DELETION_IMPORTANCE_FIRST",
+    "DELETION_LEAST_FIRST",
+    "DELETION_LOO_EFFECT",
+    "DELETION_RANDOM_MEAN",
+    "DELETION_ROLLOUT",
     "FRAME_IMPORTANCE",
     "LABEL_BY_FRAME",
     "PRESENT_FRAMES",
@@ -44,8 +51,18 @@ CLASS_PROBS = "class_probs"  # dataset category id (text) -> foreground probabil
 DECISION_SETTLE_FRAME = "decision_settle_frame"  # first frame after which the argmax class never changes
 LABEL_BY_FRAME = "label_by_frame"  # (T,) argmax dataset category after each frame
 SCORE_AFTER_K_FRAMES = "score_after_k_frames"  # str(k) -> the predicted class's probability after k frames
-# the deletion probe (--interventions deletion)
+# the deletion probe (--interventions deletion): ``deletion`` holds the keys below
 DELETION = "deletion"
+DELETION_FRACTIONS_KEY = "fractions"  # removed fractions, the x of every curve
+DELETION_IMPORTANCE_FIRST = "importance_first"  # class probability, frames removed most important first
+DELETION_LEAST_FIRST = "least_first"  # ... least important first
+DELETION_RANDOM_MEAN = "random_mean"  # ... in random orders (their mean; shared by every ordering)
+DELETION_LOO_EFFECT = "loo_effect"  # (T,) drop of the class probability when that frame alone is removed
+# Optional (runs written before it lack it): readout name -> the curves of the frames ordered by that
+# rollout readout, {DELETION_IMPORTANCE: (T,), DELETION_IMPORTANCE_FIRST, DELETION_LEAST_FIRST}. The
+# top-level curves are ordered by FRAME_IMPORTANCE (the pooling weights).
+DELETION_ROLLOUT = "rollout"
+DELETION_IMPORTANCE = "importance"  # (T,) the ordering's per-frame importance
 
 
 class TemporalRecord(TypedDict, total=False):
