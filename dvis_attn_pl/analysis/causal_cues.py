@@ -43,16 +43,30 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.temporal_record import (
+    DELETION_FRACTIONS_KEY,
+    DELETION_IMPORTANCE,
+    DELETION_IMPORTANCE_FIRST,
+    DELETION_LEAST_FIRST,
+    DELETION_LOO_EFFECT,
+    DELETION_RANDOM_MEAN,
+    DELETION_ROLLOUT,
+)
 from .cue_reading import holm_adjust
 
 __all__ = [
     "CueThresholds",
     "VERDICTS",
     "class_statistics",
+    "FAITHFULNESS_MEASURES",
     "decide",
+    "deletion_faithfulness",
+    "faithfulness_orderings",
+    "faithfulness_rows",
     "intervention_of",
     "proxy_agrees",
     "ratio_bootstrap",
+    "rollout_faithfulness",
     "threshold_status",
 ]
 
@@ -289,13 +303,13 @@ def deletion_faithfulness(
     curves: dict[str, list[np.ndarray]] = defaultdict(list)
     fractions = None
     for video, d, importance in instances:
-        fractions = d["fractions"]
-        imp = _auc(d["importance_first"], fractions)
-        a_rand.append((video, _auc(d["random_mean"], fractions) - imp))
-        a_least.append((video, _auc(d["least_first"], fractions) - imp))
-        for key in ("importance_first", "least_first", "random_mean"):
+        fractions = d[DELETION_FRACTIONS_KEY]
+        imp = _auc(d[DELETION_IMPORTANCE_FIRST], fractions)
+        a_rand.append((video, _auc(d[DELETION_RANDOM_MEAN], fractions) - imp))
+        a_least.append((video, _auc(d[DELETION_LEAST_FIRST], fractions) - imp))
+        for key in (DELETION_IMPORTANCE_FIRST, DELETION_LEAST_FIRST, DELETION_RANDOM_MEAN):
             curves[key].append(np.asarray(d[key], dtype=np.float64))
-        w, effect = np.asarray(importance, dtype=np.float64), np.asarray(d["loo_effect"], dtype=np.float64)
+        w, effect = np.asarray(importance, dtype=np.float64), np.asarray(d[DELETION_LOO_EFFECT], dtype=np.float64)
         if len(w) == len(effect) and len(w) >= 3:
             r = _spearman(w, effect)
             base = np.nanmean([_spearman(rng.permutation(w), effect) for _ in range(n_shuffles)])
@@ -312,3 +326,50 @@ def deletion_faithfulness(
         "spearman_random": _video_bootstrap(rho_rand, n_boot, seed),
         "spearman_gain": _video_bootstrap(gain, n_boot, seed),
     }
+
+
+def rollout_faithfulness(instances: Sequence[tuple[Any, dict]], n_boot: int = 2000, seed: int = 0) -> dict:
+    """:func:`deletion_faithfulness` of each rollout ordering of ``(video, deletion record)``: readout ->
+    the same statistics, from the ordering's own curves and importance with the record's shared random
+    curve and leave-one-out effects. Records without rollout curves (runs written before) add nothing."""
+    views: dict[str, list[tuple[Any, dict, Sequence[float]]]] = defaultdict(list)
+    for video, d in instances:
+        for readout, r in (d.get(DELETION_ROLLOUT) or {}).items():
+            view = {**d, DELETION_IMPORTANCE_FIRST: r[DELETION_IMPORTANCE_FIRST], DELETION_LEAST_FIRST: r[DELETION_LEAST_FIRST]}
+            views[readout].append((video, view, r[DELETION_IMPORTANCE]))
+    return {readout: deletion_faithfulness(v, n_boot, seed) for readout, v in sorted(views.items())}
+
+
+# the deletion measures, in table order, and what a value means
+FAITHFULNESS_MEASURES = (
+    ("area_random_minus_importance", "> 0: removing the most important frames first lowers p faster than random"),
+    ("area_least_minus_importance", "> 0: ... faster than removing the least important first"),
+    ("spearman", "importance vs the drop from removing that frame alone"),
+    ("spearman_random", "the same with importance shuffled over frames (baseline)"),
+    ("spearman_gain", "> 0: importance ranks frames better than chance"),
+)
+
+
+def _interval_cell(row: Mapping) -> str:
+    mean, ci = row.get("mean"), row.get("ci95")
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+
+
+def faithfulness_orderings(faith: Mapping) -> list[tuple[str, Mapping]]:
+    """(name, statistics) per frame importance of a ``faithfulness`` entry: the pooling weights, then
+    each rollout readout (none in runs written before the rollout curves)."""
+    return [("pooling weights", faith), *((f"rollout {k}", v) for k, v in (faith.get("rollout") or {}).items())]
+
+
+def faithfulness_rows(faith: Mapping | None) -> list[dict[str, Any]]:
+    """A table of a ``faithfulness`` entry: one row per measure, one column per frame importance
+    (pooling weights, then each rollout readout) holding "mean [95 % interval]", then ``reading``."""
+    if not faith:
+        return []
+    named = faithfulness_orderings(faith)
+    return [
+        {"measure": key, **{name: _interval_cell(doc[key]) for name, doc in named}, "reading": reading}
+        for key, reading in FAITHFULNESS_MEASURES
+    ]

@@ -3,7 +3,9 @@ read each class's causal verdict (:mod:`.causal_cues`), beside the attention-pro
 
 Output ``inference/causal_cues.json``: settings, per pass its intervention record, match rate and
 AP; per class the unaltered recognition, R / interval / status per intervention, the verdict, the
-attention-proxy reading of ``cue_reading.json`` (when that stage ran) and whether they agree.
+attention-proxy reading of ``cue_reading.json`` (when that stage ran) and whether they agree; with a
+``deletion`` pass, ``faithfulness``: the deletion-curve statistics of the pooling-weight frame
+importance and, under ``rollout``, of each rollout readout the probe recorded.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import numpy as np
 from ..data.rle import RLEMasks, video_mask_iou
 from ..utils.run_layout import completed_passes, pass_dir
 from ..utils.temporal_record import CLASS_PROBS, DELETION, FRAME_IMPORTANCE, REFINER_ID, SCORE
-from .causal_cues import CueThresholds, class_statistics, deletion_faithfulness, intervention_of, proxy_agrees
+from .causal_cues import (
+    CueThresholds,
+    class_statistics,
+    deletion_faithfulness,
+    intervention_of,
+    proxy_agrees,
+    rollout_faithfulness,
+)
 from .run_dir import GroundTruth, RunDirectory
 
 __all__ = ["CausalCues", "REFERENCE_MIN_SCORE"]
@@ -180,6 +189,11 @@ class CausalCues:
                 "importance": "frame_importance (the refiner's temporal pooling weights)",
                 "predictions": f"top predictions scored >= {REFERENCE_MIN_SCORE} (one per refiner row)",
                 **deletion_faithfulness(self.deletion, self.th.n_boot, self.th.seed),
+                "rollout_importance": "attention rollout over the refiner's time self-attention (rownorm(A + I), "
+                "heads averaged, every layer, frames where the instance is absent masked out); readout column_mean: "
+                "mean over the present querying frames; activation: the pooling weights carried through the rollout",
+                # readout -> the statistics above (empty for runs written before the rollout curves)
+                "rollout": rollout_faithfulness([(v, d) for v, d, _ in self.deletion], self.th.n_boot, self.th.seed),
             },
         }
 

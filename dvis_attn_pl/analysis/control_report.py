@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..utils.temporal_record import DELETION_IMPORTANCE_FIRST, DELETION_LEAST_FIRST, DELETION_RANDOM_MEAN
+from .causal_cues import faithfulness_orderings, faithfulness_rows
+
 __all__ = ["CONFIDENT", "designed_matches", "goal_summary", "plot_deletion", "plot_ratios", "render_report"]
 
 CONFIDENT = ("appearance", "frame-set integration", "ordered motion", "mixed")
@@ -114,24 +117,19 @@ def render_report(
         lines += ["", f"![R per species and intervention]({plot_name})"]
     faith = trained.get("faithfulness")
     if faith:
+        rows = faithfulness_rows(faith)
+        columns = list(rows[0])
         lines += ["", "## Faithfulness of frame importance (deletion curves)", "",
-                  f"{faith['instances']} predictions scored >= 0.5 (importance: {faith['importance']}); frames removed "
-                  "from the refiner's input; 95 % intervals over videos.", "",
-                  "| measure | mean | 95 % interval | reading |", "|---|---|---|---|"]
-        for key, reading in (
-            ("area_random_minus_importance", "> 0: removing the most important frames first lowers p faster than random"),
-            ("area_least_minus_importance", "> 0: ... faster than removing the least important first"),
-            ("spearman", "importance vs the drop from removing that frame alone"),
-            ("spearman_random", "the same with importance shuffled over frames (baseline)"),
-            ("spearman_gain", "> 0: importance ranks frames better than chance"),
-        ):
-            row = faith[key]
-            ci = row.get("ci95")
-            lines.append(f"| {key} | {_fmt(row.get('mean'), 3)} | "
-                         f"{'–' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'} | {reading} |")
-        excludes = (faith["area_random_minus_importance"].get("ci95") or [0, 0])[0] > 0
-        lines += ["", "Importance-ordered deletion beats random deletion with an interval that excludes 0: "
-                  + ("**yes**." if excludes else "**no**.")]
+                  f"{faith['instances']} predictions scored >= 0.5; frames removed from the refiner's input in the order "
+                  f"of each frame importance (pooling weights: {faith['importance']}; rollout: "
+                  f"{faith.get('rollout_importance', 'not recorded in this run')}); mean and 95 % interval over videos.",
+                  "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+        lines.append("")
+        for name, doc in faithfulness_orderings(faith):
+            excludes = (doc["area_random_minus_importance"].get("ci95") or [0, 0])[0] > 0
+            lines.append(f"- {name}: importance-ordered deletion beats random deletion with an interval that excludes 0: "
+                         + ("**yes**." if excludes else "**no**."))
         if deletion_plot:
             lines += ["", f"![mean deletion curves]({deletion_plot})"]
     lines += ["", "## Passes", "", "| pass | objects | matched | match rate | AP |", "|---|---|---|---|---|"]
@@ -196,7 +194,8 @@ def plot_ratios(trained: dict, path: Path) -> None:
 
 
 def plot_deletion(trained: dict, path: Path) -> bool:
-    """Mean class probability against the removed fraction, per removal order (False: no deletion pass)."""
+    """Mean class probability against the removed fraction, per removal order and frame importance
+    (pooling weights solid, rollout readouts dashed; False: no deletion pass)."""
     faith = trained.get("faithfulness")
     if not faith:
         return False
@@ -205,10 +204,13 @@ def plot_deletion(trained: dict, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.8, 3.4), dpi=110)
-    names = {"importance_first": "most important first", "random_mean": "random order", "least_first": "least important first"}
-    for key, label in names.items():
-        ax.plot(faith["fractions"], faith["mean_curves"][key], marker="o", markersize=3, label=label)
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
+    ax.plot(faith["fractions"], faith["mean_curves"][DELETION_RANDOM_MEAN], color="0.5", label="random order")
+    for i, (name, doc) in enumerate(faithfulness_orderings(faith)):
+        for key, when, marker in ((DELETION_IMPORTANCE_FIRST, "most important first", "o"),
+                                  (DELETION_LEAST_FIRST, "least important first", "x")):
+            ax.plot(doc["fractions"], doc["mean_curves"][key], linestyle="-" if i == 0 else "--", marker=marker,
+                    markersize=3, label=f"{name}: {when}")
     ax.set_xlabel("fraction of frames removed from the refiner's input")
     ax.set_ylabel("p(predicted class)")
     ax.set_ylim(0, 1)

@@ -421,6 +421,15 @@ class RunVisuals:
                 preamble="Causal verdict per class from the intervention passes (R = p altered / p unaltered; "
                 "inference/causal_cues.json has the intervals and tests) beside the attention-proxy reading.",
             )
+            faith = causal.get("faithfulness")
+            if faith:
+                from .causal_cues import faithfulness_rows
+
+                self.board.add_text_table(
+                    "summary/deletion_faithfulness", faithfulness_rows(faith),
+                    preamble=f"Deletion curves of {faith['instances']} predictions: per frame importance, the mean and "
+                    "95 % interval over videos (inference/causal_cues.json, faithfulness).",
+                )
         self._timed("plots" if self.do_plots else "tensorboard", t0)
         if self.board is not None:
             t0 = time.perf_counter()

@@ -88,4 +88,18 @@ def _causal_table(doc: dict) -> str:
             f"{'-' if r_f is None else f'{r_f:.2f}':>9} {'-' if r_s is None else f'{r_s:.2f}':>9}  "
             f"{row.get('proxy_reading') or '-'}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _faithfulness_lines(doc.get("faithfulness")))
+
+
+def _faithfulness_lines(faith: dict | None) -> list[str]:
+    """The deletion-curve statistics per frame importance (none without a deletion pass)."""
+    from ..analysis.causal_cues import faithfulness_rows
+
+    rows = faithfulness_rows(faith)
+    if not rows:
+        return []
+    names = [k for k in rows[0] if k not in ("measure", "reading")]
+    lines = ["", f"deletion faithfulness of frame importance ({faith['instances']} predictions; mean [95 % interval "
+             "over videos])", f"{'measure':<29}" + "".join(f" {n:<22}" for n in names)]
+    lines += [f"{row['measure']:<29}" + "".join(f" {row[n]:<22}" for n in names) for row in rows]
+    return lines
