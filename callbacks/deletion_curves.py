@@ -1,8 +1,8 @@
 """DeletionCurves: how much each prediction's class probability depends on its most important frames.
 
 For the best-scored predictions of each video (offline model), the refiner is run again on subsets
-of the video's frames (batched: one refiner call per removed fraction, one for every leave-one-out
-variant) with frames removed
+of the video's frames (batched: one refiner call per removed fraction, each distinct frame set of
+that fraction once, and one for every leave-one-out variant) with frames removed
 
 * most important first and least important first, for each frame importance:
   the refiner's temporal pooling weights (the record's ``frame_importance``) and the rollout readouts
@@ -120,7 +120,9 @@ class DeletionCurves(Callback):
         for j, fraction in enumerate(self.fractions):
             removed = min(frames - 1, round(fraction * frames))
             kept = orders[..., removed:].sort(dim=-1).values  # (P, V, T - removed)
-            logits = inputs.run(refiner, kept.flatten(0, 1))  # (P*V, N, K+1)
+            # each distinct frame set once: orders that agree (every one at fraction 0) share a run
+            unique, inverse = kept.flatten(0, 1).unique(dim=0, return_inverse=True)
+            logits = inputs.run(refiner, unique)[inverse.to(inputs.frame_embeds.device)]  # (P*V, N, K+1)
             per_variant = logits.view(*orders.shape[:2], *logits.shape[1:])
             curves[..., j] = self._class_prob(per_variant, rows, classes)
         loo = torch.stack([torch.cat([torch.arange(t), torch.arange(t + 1, frames)]) for t in range(frames)])
