@@ -271,6 +271,18 @@ def test_cli_deletion_curves_start_at_the_pass_probability(tmp_path):
         assert len(d["loo_effect"]) == len(p["frame_importance"])
         # nothing removed: the refiner re-run reproduces the pass's own class probability
         assert d["importance_first"][0] == pytest.approx(p["class_probs"][str(p["category_id"])], abs=1e-4)
+        assert set(d["rollout"]) == {"column_mean", "activation"}  # the rollout orderings, on the same frames
+        for ro in d["rollout"].values():
+            assert len(ro["importance"]) == len(p["frame_importance"])
+            assert len(ro["importance_first"]) == len(ro["least_first"]) == len(d["fractions"])
+            assert ro["importance_first"][0] == ro["least_first"][0] == d["importance_first"][0]
+    r = run_cli(["analyze", str(out), "--only", "causal", "--no-video", "--no-tensorboard"], threads=2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    faith = json.loads((out / "inference" / "causal_cues.json").read_text())["faithfulness"]
+    if faith:  # predictions scored >= 0.5: the rollout orderings are reported beside the pooling weights
+        assert set(faith["rollout"]) == {"column_mean", "activation"}
+        assert faith["rollout"]["column_mean"]["instances"] == faith["instances"]
+        assert "rollout column_mean" in r.stdout
 
 
 @pytest.mark.slow
