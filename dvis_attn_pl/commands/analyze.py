@@ -100,6 +100,6 @@ def _faithfulness_lines(faith: dict | None) -> list[str]:
         return []
     names = [k for k in rows[0] if k not in ("measure", "reading")]
     lines = ["", f"deletion faithfulness of frame importance ({faith['instances']} predictions; mean [95 % interval "
-             "over videos])", f"{'measure':<29}" + "".join(f" {n:<22}" for n in names)]
-    lines += [f"{row['measure']:<29}" + "".join(f" {row[n]:<22}" for n in names) for row in rows]
+             "over videos])", f"{'measure':<29}" + "".join(f" {n:<25}" for n in names)]
+    lines += [f"{row['measure']:<29}" + "".join(f" {row[n]:<25}" for n in names) for row in rows]
     return lines
