@@ -33,6 +33,8 @@ __all__ = [
     "SEQUENCE_ID",
     "STORED_FRAMES",
     "VIDEO_ID",
+    "DeletionCurvesRecord",
+    "DeletionRecord",
     "TemporalRecord",
 ]
 
@@ -65,6 +67,26 @@ DELETION_ROLLOUT = "rollout"
 DELETION_IMPORTANCE = "importance"  # (T,) the ordering's per-frame importance
 
 
+class DeletionCurvesRecord(TypedDict):
+    """One rollout readout's entry of ``deletion[DELETION_ROLLOUT]``."""
+
+    importance: list[float]
+    importance_first: list[float]
+    least_first: list[float]
+
+
+class DeletionRecord(TypedDict, total=False):
+    """A prediction's ``deletion`` entry (``rollout``: readout name -> its curves; absent in runs
+    written before it)."""
+
+    fractions: list[float]
+    importance_first: list[float]
+    least_first: list[float]
+    random_mean: list[float]
+    loo_effect: list[float]
+    rollout: dict[str, DeletionCurvesRecord]
+
+
 class TemporalRecord(TypedDict, total=False):
     """One prediction's entry of ``results_temporal.json`` beyond its segmentations (keys above)."""
 
@@ -80,4 +102,4 @@ class TemporalRecord(TypedDict, total=False):
     decision_settle_frame: int
     label_by_frame: list[int]
     score_after_k_frames: dict[str, float | None]
-    deletion: dict
+    deletion: DeletionRecord
