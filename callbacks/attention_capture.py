@@ -213,11 +213,9 @@ class AttentionCapture(Callback):
         self.buffer = CaptureBuffer(
             self.kinds, self.patterns, per_head=per_head, frames=frames, max_buffer_bytes=max_buffer_bytes
         )
-        self.frames = self.buffer.frames
         self.dtype = _parse_dtype(dtype)
         self.tracker_weight_layer = tracker_weight_layer
         self.decoder_raw = decoder_raw
-        self.max_buffer_bytes = max_buffer_bytes
         self.root = RunLayout(run_dir).attention if run_dir is not None else None
         self.queue_size = queue_size
         self.processors: tuple[VideoProcessor, ...] = tuple(processors)
@@ -242,6 +240,11 @@ class AttentionCapture(Callback):
         self.frames_total = 0
 
     # ------------------------------------------------------------------ public
+    @property
+    def frames(self) -> list[int] | None:
+        """The chosen video frames for per-frame kinds (None: all)."""
+        return self.buffer.frames
+
     @property
     def sites(self) -> list[CaptureSite]:
         """The capture sites chosen on the model (after ``setup``)."""
