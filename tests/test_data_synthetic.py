@@ -130,6 +130,37 @@ def test_species_cues_recorded(tiny):
         assert {"occluders", "background"} <= set(video["scene"])
 
 
+def _pose_and_speed(species, runs=150, frames=36):
+    """Per-frame tail bend, body tilt off the horizontal (degrees) and speed (px/frame) of simulated fish."""
+    from dvis_attn_pl.data.synthetic_species import simulate_motion
+
+    rng = np.random.default_rng(7)
+    bend, tilt, speed = [], [], []
+    for _ in range(runs):
+        tr = simulate_motion(species.motion, frames, 320, 240, float(rng.choice([0.0, np.pi])), rng)
+        bend.append(tr.tail_amp * np.sin(tr.tail_phase))
+        off = np.abs(np.angle(np.exp(1j * tr.heading), deg=True))
+        tilt.append(np.minimum(off, 180 - off))
+        speed.append(np.hypot(np.diff(tr.x), np.diff(tr.y)))
+    return np.concatenate(bend), np.concatenate(tilt), np.concatenate(speed)
+
+
+def test_motion_species_share_one_posture_per_frame():
+    """Generator version 2: one frame does not tell the motion species apart (same tail bend and body
+    tilt distributions), their movement over frames does (speed distributions differ)."""
+    from dvis_attn_pl.data.synthetic_species import SPECIES
+
+    motion = [_pose_and_speed(sp) for sp in SPECIES if sp.group == "motion"]
+    q = np.linspace(0.05, 0.95, 19)
+    for bend, tilt, _ in motion[1:]:
+        assert np.abs(np.quantile(bend, q) - np.quantile(motion[0][0], q)).max() < 0.01  # body lengths
+        assert np.abs(np.quantile(tilt, q) - np.quantile(motion[0][1], q)).max() < 1.0  # degrees
+    speeds = [np.quantile(m[2], [0.1, 0.5, 0.9]) for m in motion]
+    for i in range(len(speeds)):
+        for j in range(i + 1, len(speeds)):
+            assert np.abs(speeds[i] - speeds[j]).max() > 1.0  # px/frame: the motion differs
+
+
 def test_generation_is_deterministic(tiny, tmp_path):
     path, _ = tiny
     again = write_synthetic_dataset(tmp_path / "again", **TINY)
@@ -143,7 +174,7 @@ def test_cache_reused_and_env_respected(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     params = {**TINY, "num_videos": 2}
     first = ensure_synthetic_dataset(**params)
-    assert first.parent == tmp_path / "cache" and first.name.startswith("synthetic_fish_v1_")
+    assert first.parent == tmp_path / "cache" and first.name.startswith(f"synthetic_fish_v{synthetic.GENERATOR_VERSION}_")
     assert first.name == SyntheticParams(**params).dir_name
 
     def boom(*args, **kwargs):

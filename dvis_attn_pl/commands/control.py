@@ -90,17 +90,21 @@ def run_control(args: argparse.Namespace) -> int:
 
 
 def _design_notes() -> dict[str, str]:
-    """Per motion species, the designed motion parameters that a single frame shows (posture)."""
+    """Per motion species, the designed posture parameters that differ from the other motion species'
+    (what one frame would show); empty when they share one posture, as generator version 2 designs."""
     from ..data.synthetic_species import SPECIES
 
+    motion = [sp for sp in SPECIES if sp.group == "motion"]
+    amps = {sp.motion.tail_beat_amp for sp in motion}
+    if len(amps) <= 1:
+        return {}
     notes = {}
-    for sp in SPECIES:
-        if sp.group == "motion":
-            others = ", ".join(f"{o.name} {o.motion.tail_beat_amp}" for o in SPECIES if o.group == "motion" and o is not sp)
-            notes[sp.name] = (
-                f"its tail-beat amplitude is {sp.motion.tail_beat_amp} body lengths ({others}), so the tail's bend "
-                "in one frame, and the body's heading, differ between the motion species"
-            )
+    for sp in motion:
+        others = ", ".join(f"{o.name} {o.motion.tail_beat_amp}" for o in motion if o is not sp)
+        notes[sp.name] = (
+            f"its tail-beat amplitude is {sp.motion.tail_beat_amp} body lengths ({others}), so the tail's bend "
+            "in one frame differs between the motion species"
+        )
     return notes
 
 

@@ -2,7 +2,7 @@
 
 ``ensure_synthetic_dataset()`` returns a folder (generated on first use, then reused)::
 
-    <cache>/synthetic_fish_v1_<params hash>/
+    <cache>/synthetic_fish_v2_<params hash>/
         valid.json        YTVIS json: videos, categories (with "cue", "group", "design"), annotations
                           (compressed RLE per frame, counts as str; areas; bboxes; null where absent)
         JPEGImages/<video>/00000.png ...   lossless PNG frames
@@ -56,7 +56,7 @@ __all__ = [
     "SyntheticVideo",
 ]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CACHE_ENV = "DVIS_ATTN_PL_CACHE"
 JSON_NAME = "valid.json"
 FRAMES_DIR = "JPEGImages"

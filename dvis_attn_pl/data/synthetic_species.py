@@ -4,9 +4,14 @@ Two groups, so the set doubles as a control experiment for "appearance or motion
 
 * group ``appearance`` — species 1 and 2 swim with the *same* motion model and parameter
   distributions (``cruise``) and differ only in how they look (body depth, colours, fins, bars).
-* group ``motion`` — species 3, 4 and 5 share *one* appearance (identical parameters) and differ
-  only in how they move: ``sinusoidal`` (strong tail beat, weaving path), ``dart`` (bursts and
-  glides with abrupt turns), ``hover`` (station holding, slow bobbing, fin flutter).
+* group ``motion`` — species 3, 4 and 5 share *one* appearance (identical parameters) and *one*
+  per-frame posture distribution, and differ only in how they move over frames: ``sinusoidal``
+  (steady travel on a weaving path, fast tail beat), ``dart`` (bursts and glides with abrupt turns),
+  ``hover`` (station holding with strong vertical bobbing, slow tail beat). Generator version 2:
+  their tail-beat amplitude is one constant and their body heading one shared yaw process around
+  the horizontal, independent of the path, so no single frame tells them apart (version 1 leaked
+  the species through the tail's bend and the body's tilt in one frame). Every motion species keeps
+  moving (none is still), so a frozen clip is equally foreign to all three.
 
 Sizes are drawn from one distribution for every species, so size is never a cue. Lengths are
 fractions of the frame width and speeds fractions of the width per frame, so the set looks the
@@ -80,6 +85,11 @@ _CRUISE = Motion(
     tail_beat_amp=0.05,
     params=(("turn_deg_per_frame_sd", 0.35), ("heading_sd_deg", 9.0), ("speed_wobble", 0.06)),
 )
+# Generator version 2: one posture for the motion species. A constant tail-beat amplitude (the bend
+# at a uniformly distributed phase has the same distribution at any frequency) and one body-yaw
+# process, so a single frame carries no species information; only the frame-to-frame change does.
+MOTION_TAIL_AMP = 0.08
+_BODY_YAW = (("body_yaw_deg", 8.0), ("body_yaw_period", (25.0, 35.0)))
 _SHARED_LOOK = Appearance(
     body_aspect=0.27,
     base_rgb=(92, 104, 88),
@@ -144,12 +154,12 @@ SPECIES: tuple[Species, ...] = (
             "sinusoidal",
             speed=(0.008, 0.012),
             tail_beat_freq=0.22,
-            tail_beat_amp=0.12,
+            tail_beat_amp=MOTION_TAIL_AMP,
             params=(
-                ("weave_amp_h", (0.03, 0.05)),
+                ("weave_amp_h", (0.04, 0.06)),
                 ("weave_freq", (0.035, 0.05)),
-                ("heading_follow", 0.7),
-                ("heading_sd_deg", 6.0),
+                ("heading_sd_deg", 6.0),  # of the path; the body follows the shared yaw
+                *_BODY_YAW,
             ),
         ),
         ("grey_darter", "grey_hoverer"),
@@ -164,15 +174,15 @@ SPECIES: tuple[Species, ...] = (
             "dart",
             speed=(0.05, 0.065),
             tail_beat_freq=0.33,
-            tail_beat_amp=0.14,
+            tail_beat_amp=MOTION_TAIL_AMP,
             params=(
-                ("glide_speed", 0.002),
+                ("glide_speed", 0.008),
                 ("burst_every", (7, 11)),
                 ("burst_frames", 2),
-                ("turn_sd_deg", 28.0),
+                ("turn_sd_deg", 28.0),  # of the path; the body faces left or right with the shared yaw
                 ("reverse_prob", 0.25),
-                ("glide_tail_freq", 0.05),
-                ("glide_tail_amp", 0.02),
+                ("glide_tail_freq", 0.1),
+                *_BODY_YAW,
             ),
         ),
         ("grey_weaver", "grey_hoverer"),
@@ -186,13 +196,12 @@ SPECIES: tuple[Species, ...] = (
         Motion(
             "hover",
             speed=(0.001, 0.002),
-            tail_beat_freq=0.08,
-            tail_beat_amp=0.025,
+            tail_beat_freq=0.12,
+            tail_beat_amp=MOTION_TAIL_AMP,
             params=(
-                ("bob_amp_h", 0.015),
-                ("bob_period", (16, 24)),
-                ("yaw_deg", 8.0),
-                ("yaw_period", (25, 35)),
+                ("bob_amp_h", 0.045),
+                ("bob_period", (14.0, 20.0)),
+                *_BODY_YAW,
             ),
         ),
         ("grey_weaver", "grey_darter"),
@@ -222,6 +231,13 @@ def _integrate(speed: np.ndarray, heading: np.ndarray) -> tuple[np.ndarray, np.n
     return dx, dy
 
 
+def _body_heading(motion: Motion, facing: np.ndarray | float, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The shared body pose of the motion species: facing left or right, yawing around it."""
+    period = rng.uniform(*motion.param("body_yaw_period"))
+    phase = rng.uniform(0, 2 * np.pi)
+    return facing + np.deg2rad(motion.param("body_yaw_deg")) * np.sin(2 * np.pi * t / period + phase)
+
+
 def simulate_motion(
     motion: Motion, num_frames: int, width: int, height: int, heading0: float, rng: np.random.Generator
 ) -> Trajectory:
@@ -247,8 +263,7 @@ def simulate_motion(
         side = weave_amp * np.sin(2 * np.pi * weave_freq * t + phase0)
         dx = along * np.cos(base) - side * np.sin(base)
         dy = along * np.sin(base) + side * np.cos(base)
-        slope = 2 * np.pi * weave_freq * weave_amp * np.cos(2 * np.pi * weave_freq * t + phase0)
-        heading = base + motion.param("heading_follow") * np.arctan2(slope, speed0)
+        heading = _body_heading(motion, heading0, t, rng)
         dx, dy = dx - dx[0], dy - dy[0]
         freq = np.full(num_frames, motion.tail_beat_freq)
         amp = np.full(num_frames, motion.tail_beat_amp)
@@ -266,26 +281,27 @@ def simulate_motion(
         new_dir = heading0 + np.pi * (rng.random(starts.size) < motion.param("reverse_prob"))
         new_dir = new_dir + np.deg2rad(rng.normal(0.0, motion.param("turn_sd_deg"), size=starts.size))
         segment = np.searchsorted(starts, np.arange(num_frames), side="right") - 1  # last burst so far
-        heading = np.full(num_frames, float(heading0))
-        heading[segment >= 0] = new_dir[segment[segment >= 0]]
+        path = np.full(num_frames, float(heading0))
+        path[segment >= 0] = new_dir[segment[segment >= 0]]
         speed = np.where(in_burst, burst_speed, motion.param("glide_speed") * width)
-        dx, dy = _integrate(speed, heading)
+        dx, dy = _integrate(speed, path)
+        facing = np.where(np.cos(path) >= 0, 0.0, np.pi)  # the body turns round, it does not tilt
+        heading = _body_heading(motion, facing, t, rng)
         freq = np.where(in_burst, motion.tail_beat_freq, motion.param("glide_tail_freq"))
-        amp = np.where(in_burst, motion.tail_beat_amp, motion.param("glide_tail_amp"))
+        amp = np.full(num_frames, motion.tail_beat_amp)
         sampled = {"burst_speed_px": burst_speed, "num_bursts": int(starts.size)}
     elif motion.kind == "hover":
         drift = rng.uniform(lo, hi) * width
         drift_dir = rng.uniform(0, 2 * np.pi)
         bob_amp = motion.param("bob_amp_h") * height
         bob_period = rng.uniform(*motion.param("bob_period"))
-        yaw_period = rng.uniform(*motion.param("yaw_period"))
         dx = drift * t * np.cos(drift_dir)
         dy = drift * t * np.sin(drift_dir) + bob_amp * np.sin(2 * np.pi * t / bob_period + phase0)
         dy = dy - dy[0]
-        heading = heading0 + np.deg2rad(motion.param("yaw_deg")) * np.sin(2 * np.pi * t / yaw_period)
+        heading = _body_heading(motion, heading0, t, rng)
         freq = np.full(num_frames, motion.tail_beat_freq)
         amp = np.full(num_frames, motion.tail_beat_amp)
-        sampled = {"drift_px": drift, "bob_period": bob_period, "yaw_period": yaw_period}
+        sampled = {"drift_px": drift, "bob_period": bob_period}
     else:
         raise ValueError(f"unknown motion kind {motion.kind!r}")
     return Trajectory(dx, dy, heading, _phase(freq, phase0), amp, {k: float(v) for k, v in sampled.items()})
