@@ -366,6 +366,14 @@ def _add_analyze_flags(parser: argparse.ArgumentParser) -> None:
         "--order-by-importance", action="store_true",
         help="show the frames of the prediction videos in decreasing frame importance",
     )
+    verdict = parser.add_argument_group("causal verdict (runs with --interventions; docs/interventions.md)")
+    verdict.add_argument("--keep", metavar="R", type=float, help="R above which an intervention keeps a class (default 0.9)")
+    verdict.add_argument("--drop", metavar="R", type=float, help="R below which it drops the class (default 0.5)")
+    verdict.add_argument("--alpha", metavar="A", type=float, help="Holm-adjusted level of the threshold tests (default 0.05)")
+    verdict.add_argument(
+        "--max-attraction", metavar="X", type=float,
+        help="how much freeze may move other classes' objects towards a class still read as appearance (default 0.1)",
+    )
 
 
 def _check_paths(args: argparse.Namespace) -> None:

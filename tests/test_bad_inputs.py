@@ -437,6 +437,8 @@ CASES: dict[str, Case] = {
     ),
     "analyze video id ..": _analyze_case(_tamper_video_id, "video id '../../evil'", "inside the run directory"),
     "analyze not a run": Case(lambda c: ["analyze", str(c.data)], ("{data}/inference/results_temporal.json", "missing")),
+    "analyze keep below drop": Case(lambda c: ["analyze", str(c.data), "--keep", "0.4"], ("--drop 0.5 / --keep 0.4",)),
+    "analyze alpha out of range": Case(lambda c: ["analyze", str(c.data), "--alpha", "2"], ("--alpha 2.0", "0 < alpha < 1")),
 }
 
 

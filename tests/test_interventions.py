@@ -194,6 +194,42 @@ def test_verdicts_on_constructed_cases():
     assert stats["noisy"]["verdict"] == "undetermined"
 
 
+def test_freeze_that_pulls_other_classes_in_is_no_evidence_of_appearance():
+    """Two classes both keep their probability under freeze; frozen objects of the other classes move
+    to "still" (the class of the still-standing motion) and not to "look": only "look" reads as appearance."""
+    rng = np.random.default_rng(5)
+    pairs = {"freeze": {"look": _pairs(20, 0.9, 0.9, 0.02, 1), "still": _pairs(20, 0.9, 0.9, 0.02, 2)}}
+    unaltered = {c: [(v, p0) for v, p0, _ in pairs["freeze"][c]] for c in ("look", "still")}
+    gains = {"freeze": {
+        "look": [(v, float(rng.normal(0.0, 0.01))) for v in range(20)],
+        "still": [(v, float(rng.normal(0.45, 0.05))) for v in range(20)],
+    }}
+    stats = class_statistics(pairs, unaltered, num_classes=5, th=CueThresholds(n_boot=1000), gains=gains)
+    assert stats["look"]["verdict"] == "appearance"
+    assert stats["still"]["verdict"] == "undetermined" and "attraction" in stats["still"]["reason"]
+    assert stats["still"]["interventions"]["freeze"]["attraction"]["ci95"][0] > 0.3
+    # a looser bound lets it through; without other classes there is no attraction to weigh
+    loose = class_statistics(pairs, unaltered, 5, CueThresholds(n_boot=1000, max_attraction=0.9), gains)
+    assert loose["still"]["verdict"] == "appearance"
+    assert class_statistics(pairs, unaltered, 5, CueThresholds(n_boot=1000))["still"]["verdict"] == "appearance"
+    # the control report shows the attraction and says what the verdict rests on
+    from dvis_attn_pl.analysis.control_report import render_report
+
+    classes = {c: {**row, "name": c, "designed_cue": {"look": "appearance", "still": "motion"}[c], "proxy_agrees": None}
+               for c, row in stats.items()}
+    text = render_report({"trained": {"classes": classes, "passes": {}}}, "cmd", None)
+    assert "| freeze attraction |" in text and "Causal verdict = designed cue: **1 of 2**" in text
+    assert "pulls the other species' objects towards it (attraction +0.4" in text
+
+
+def test_verdict_thresholds_are_checked():
+    from dvis_attn_pl.utils.errors import UserError
+
+    for bad in ({"keep": 0.4, "drop": 0.5}, {"alpha": 1.5}, {"max_attraction": -0.1}):
+        with pytest.raises(UserError):
+            CueThresholds(**bad)
+
+
 def test_decide_needs_shuffle_after_a_freeze_drop():
     assert decide({"freeze": "drops"}, recognised=True)[0] == "undetermined"
     assert decide({"freeze": "drops", "shuffle": "undetermined"}, recognised=True)[0] == "undetermined"

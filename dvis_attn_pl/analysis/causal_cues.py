@@ -24,11 +24,20 @@ Verdict per class (an unrecognised class gets none: the model must know the clas
 ask what it uses; ``recognised`` = the lower bound of the mean unaltered ``p0`` exceeds
 ``min_recognised``, default twice chance, 2/K):
 
-* **appearance**: freeze keeps;
+* **appearance**: freeze keeps, and freeze does not turn other classes' objects into this class
+  (the upper 95 % bound of its ``attraction`` under freeze is at most ``max_attraction``); when it
+  does, the verdict is **undetermined**: a repeated frame reads as this class whatever the object
+  (for example the class whose motion is closest to standing still), so keeping it is no evidence
+  that one frame's appearance decides;
 * **frame-set integration**: freeze drops, shuffle keeps;
 * **ordered motion**: freeze drops, shuffle drops;
 * **mixed**: freeze partial; or freeze drops and shuffle partial;
 * **undetermined**: freeze (or, after a drop, shuffle) undetermined, or too few pairs.
+
+Attraction. Per class ``c`` and intervention, the mean over matched objects of the *other* classes
+of ``p_c(altered) - p_c(unaltered)`` (the probability they gain of being ``c``), with a bootstrap
+interval over videos: how much the intervention moves other objects towards ``c``. Reported for
+every intervention; only freeze's enters the verdict.
 
 The other interventions (reverse, silhouette, knockouts) are reported with R, interval and
 status beside the verdict; they do not enter it.
@@ -43,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.errors import UserError
 from ..utils.temporal_record import (
     DELETION_FRACTIONS_KEY,
     DELETION_IMPORTANCE,
@@ -85,6 +95,15 @@ class CueThresholds:
     min_pairs: int = 3
     min_iou: float = 0.5
     min_recognised: float | None = None  # None: twice chance, 2 / K
+    max_attraction: float = 0.1  # freeze may move other classes' objects towards an "appearance" class this much
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drop < self.keep:
+            raise UserError(f"--drop {self.drop} / --keep {self.keep}: need 0 < drop < keep")
+        if not 0 < self.alpha < 1:
+            raise UserError(f"--alpha {self.alpha}: need 0 < alpha < 1")
+        if not 0 <= self.max_attraction <= 1:
+            raise UserError(f"--max-attraction {self.max_attraction}: need 0 <= value <= 1")
 
 
 def intervention_of(label: str) -> str:
@@ -136,8 +155,12 @@ def threshold_status(p_keep: float, p_drop: float, p_below_keep: float, p_above_
     return "undetermined"
 
 
-def decide(statuses: Mapping[str, str], recognised: bool, enough: bool = True) -> tuple[str, str]:
-    """The verdict and its reason from the freeze and shuffle statuses (see the module docstring)."""
+def decide(
+    statuses: Mapping[str, str], recognised: bool, enough: bool = True, freeze_attraction: Mapping | None = None,
+    max_attraction: float = CueThresholds.max_attraction,
+) -> tuple[str, str]:
+    """The verdict and its reason from the freeze and shuffle statuses and freeze's attraction (see the
+    module docstring)."""
     if not recognised:
         return "not recognised", (
             "the unaltered model does not recognise this class: the lower 95 % bound of its mean class "
@@ -149,6 +172,13 @@ def decide(statuses: Mapping[str, str], recognised: bool, enough: bool = True) -
     if freeze is None:
         return "undetermined", "no freeze pass"
     if freeze == "keeps":
+        ci = (freeze_attraction or {}).get("ci95")
+        if ci is not None and ci[1] > max_attraction:
+            return "undetermined", (
+                f"freeze keeps the class probability but also moves other classes' objects towards this class "
+                f"(attraction {freeze_attraction['mean']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] > {max_attraction:g}): "
+                "a repeated frame reads as this class, so keeping it is no evidence of appearance"
+            )
         return "appearance", "freeze keeps the class probability"
     if freeze == "partial":
         return "mixed", "freeze lowers the class probability only partly: one frame carries part of the evidence"
@@ -184,12 +214,15 @@ def class_statistics(
     unaltered: Mapping[Any, list[tuple[Any, float]]],
     num_classes: int,
     th: CueThresholds = CueThresholds(),
+    gains: Mapping[str, Mapping[Any, list[tuple[Any, float]]]] | None = None,
 ) -> dict[Any, dict]:
-    """Per class: unaltered recognition, per intervention R / interval / status, and the verdict.
+    """Per class: unaltered recognition, per intervention R / interval / status / attraction, and the verdict.
 
     ``pairs[intervention][class]``: ``(video, p0, p1)``; ``unaltered[class]``: ``(video, p0)`` of every
-    object the unaltered pass found.
+    object the unaltered pass found; ``gains[intervention][class]``: ``(video, p_class(altered) -
+    p_class(unaltered))`` of the matched objects of the other classes (the attraction's values).
     """
+    gains = gains or {}
     min_rec = th.min_recognised if th.min_recognised is not None else 2.0 / max(num_classes, 1)
     classes = sorted(set(unaltered) | {c for per in pairs.values() for c in per}, key=str)
     out: dict[Any, dict] = {}
@@ -238,11 +271,15 @@ def class_statistics(
         for c in classes:
             rows[c].pop("_p", None)
             rows[c].setdefault("status", "undetermined")
+            rows[c]["attraction"] = _video_bootstrap(gains.get(name, {}).get(c, []), th.n_boot, th.seed)
             out[c]["interventions"][name] = rows[c]
     for row in out.values():
         statuses = {k: v["status"] for k, v in row["interventions"].items()}
-        freeze_pairs = row["interventions"].get("freeze", {}).get("n_pairs", 0)
-        verdict, reason = decide(statuses, row["unaltered"]["recognised"], enough=freeze_pairs >= th.min_pairs)
+        freeze = row["interventions"].get("freeze", {})
+        verdict, reason = decide(
+            statuses, row["unaltered"]["recognised"], enough=freeze.get("n_pairs", 0) >= th.min_pairs,
+            freeze_attraction=freeze.get("attraction"), max_attraction=th.max_attraction,
+        )
         row["verdict"], row["reason"] = verdict, reason
     return out
 

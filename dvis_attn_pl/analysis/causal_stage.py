@@ -70,6 +70,8 @@ class CausalCues:
         self.use_gt = gt is not None and gt.has_annotations
         self.unaltered: dict[Any, list[tuple[Any, float]]] = defaultdict(list)
         self.pairs: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
+        # per intervention: (video, object's class, class probabilities unaltered, altered) of every pair
+        self.moves: dict[str, list[tuple[Any, Any, dict[str, float], dict[str, float]]]] = defaultdict(list)
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"objects": 0, "matched": 0})
         self.deletion: list[tuple[Any, dict, list[float]]] = []  # (video, deletion record, frame importance)
 
@@ -84,13 +86,14 @@ class CausalCues:
             return
         ref_masks = [m for _, _, m in refs]
         plain_match = _best(video_mask_iou(ref_masks, _masks(plain, h, w)), self.th.min_iou) if plain else [None] * len(refs)
-        p0 = {}
+        p0, probs0 = {}, {}
         for i, (_, cls, _) in enumerate(refs):
             j = plain_match[i]
             if j is not None:
-                p0[i] = float(plain[j][CLASS_PROBS].get(str(cls), 0.0))
+                probs0[i] = plain[j][CLASS_PROBS]
+                p0[i] = float(probs0[i].get(str(cls), 0.0))
                 self.unaltered[cls].append((vid, p0[i]))
-        by_intervention: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        by_intervention: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
         for label, info in self.passes.items():
             if info.get("family") == "probe":
                 self._add_deletion(vid, label)
@@ -105,16 +108,19 @@ class CausalCues:
             shown = [RLEMasks([m.rles[t] for t in order], h, w) for m in ref_masks]
             present = [bool(m.present().any()) for m in shown]
             match = _best(video_mask_iou(shown, _masks(preds, h, w)), self.th.min_iou) if preds else [None] * len(refs)
-            for i, (_, cls, _) in enumerate(refs):
+            for i in range(len(refs)):
                 if i not in p0 or not present[i]:
                     continue  # not found unaltered, or absent from what this pass showed
                 self.counts[label]["objects"] += 1
                 if match[i] is not None:
                     self.counts[label]["matched"] += 1
-                    by_intervention[name][i].append(float(preds[match[i]][CLASS_PROBS].get(str(cls), 0.0)))
+                    by_intervention[name][i].append(preds[match[i]][CLASS_PROBS])
         for name, per_obj in by_intervention.items():
-            for i, values in per_obj.items():
-                self.pairs[name][refs[i][1]].append((vid, p0[i], float(np.mean(values))))
+            for i, altered in per_obj.items():
+                cls = refs[i][1]
+                mean = {k: float(np.mean([a.get(k, 0.0) for a in altered])) for k in set().union(*altered)}
+                self.pairs[name][cls].append((vid, p0[i], mean.get(str(cls), 0.0)))
+                self.moves[name].append((vid, cls, probs0[i], mean))
 
     def _add_deletion(self, vid, label: str) -> None:
         for p in _unique_rows(self.pass_runs[label].predictions.get(vid, [])):
@@ -142,7 +148,7 @@ class CausalCues:
         num_classes = len(categories) or max(1, len({c for c in self.unaltered}))
         for cid in categories:  # every class gets a row: one the model never found is "not recognised"
             self.unaltered.setdefault(cid, [])
-        stats = class_statistics(self.pairs, self.unaltered, num_classes, self.th)
+        stats = class_statistics(self.pairs, self.unaltered, num_classes, self.th, self._gains())
         proxies = self._proxy_readings()
         table = []
         for cls, row in stats.items():
@@ -175,7 +181,7 @@ class CausalCues:
         return {
             "settings": {
                 "keep": th.keep, "drop": th.drop, "alpha": th.alpha, "n_boot": th.n_boot, "seed": th.seed,
-                "min_pairs": th.min_pairs, "min_iou": th.min_iou,
+                "min_pairs": th.min_pairs, "min_iou": th.min_iou, "max_attraction": th.max_attraction,
                 "reference": "ground-truth objects" if self.use_gt else f"unaltered predictions scored >= {REFERENCE_MIN_SCORE}",
                 "statistic": "R = sum(p1) / sum(p0) over matched objects; 95% bootstrap over videos; "
                 "one-sided threshold tests Holm-adjusted across classes",
@@ -196,6 +202,17 @@ class CausalCues:
                 "rollout": rollout_faithfulness([(v, d) for v, d, _ in self.deletion], self.th.n_boot, self.th.seed),
             },
         }
+
+    def _gains(self) -> dict[str, dict[Any, list[tuple[Any, float]]]]:
+        """Per intervention and class c: (video, p_c altered - p_c unaltered) of the objects of other classes."""
+        classes = set(self.unaltered) | {c for per in self.pairs.values() for c in per}
+        gains: dict[str, dict[Any, list[tuple[Any, float]]]] = defaultdict(lambda: defaultdict(list))
+        for name, moves in self.moves.items():
+            for vid, cls, before, after in moves:
+                for c in classes:
+                    if c != cls:
+                        gains[name][c].append((vid, after.get(str(c), 0.0) - before.get(str(c), 0.0)))
+        return gains
 
     def _proxy_readings(self) -> dict[str, str]:
         """class -> attention-proxy reading from ``cue_reading.json`` (written earlier in this analyze run)."""

@@ -58,10 +58,23 @@ def _what_instead(c: dict, design: str | None) -> str:
         if design:
             text += f" Its designed motion also shows in a single frame: {design}."
         return text
+    attraction = freeze.get("attraction") or {}
+    if c["verdict"] == "undetermined" and freeze.get("status") == "keeps" and attraction.get("mean") is not None:
+        return (f"one repeated frame keeps the class (R freeze {_ratio_cell(freeze)}), but it also pulls the other "
+                f"species' objects towards it (attraction {_attraction_cell(freeze)}): the model reads a frozen clip as "
+                "this species whatever the fish, so its cue is not one frame's appearance; freeze cannot say which motion.")
     if c["verdict"] == "undetermined":
         return (f"the evidence does not decide (R freeze {_ratio_cell(freeze)}, "
                 f"R shuffle {_ratio_cell(c['interventions'].get('shuffle'))}); more videos narrow the intervals.")
     return f"{c['reason']}."
+
+
+def _attraction_cell(row: dict | None) -> str:
+    a = (row or {}).get("attraction") or {}
+    if a.get("mean") is None:
+        return "–"
+    ci = a.get("ci95")
+    return f"{a['mean']:+.2f}" + ("" if not ci else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
 
 
 def render_report(
@@ -81,7 +94,10 @@ def render_report(
         "(same motion model), three share one appearance and differ only in how they move. The causal",
         "verdict comes from interventions (see `docs/interventions.md`): R is the class probability after",
         "the intervention over the class probability unaltered, for the same objects, with a 95 % bootstrap",
-        "interval over videos; statuses are one-sided tests Holm-adjusted across species.",
+        "interval over videos; statuses are one-sided tests Holm-adjusted across species. Freeze attraction:",
+        "how much freezing moves the *other* species' objects towards this species (mean gain of its",
+        "probability, 95 % interval); a species that keeps R under freeze while attracting the others is",
+        "not read as appearance.",
         "",
         "## Summary",
         "",
@@ -93,8 +109,8 @@ def render_report(
         "## Per species (trained model)",
         "",
         "| species | designed cue | causal verdict | p unaltered | " + " | ".join(f"R {k}" for k in labels)
-        + " | attention proxies | agree |",
-        "|" + "---|" * (6 + len(labels)),
+        + " | freeze attraction | attention proxies | agree |",
+        "|" + "---|" * (7 + len(labels)),
     ]
     for c in trained["classes"].values():
         un = c["unaltered"]
@@ -102,7 +118,8 @@ def render_report(
         agree = {True: "yes", False: "no", None: "–"}[c.get("proxy_agrees")]
         lines.append(
             f"| {c['name']} | {c.get('designed_cue') or '–'} | **{c['verdict']}** | {_fmt(un.get('mean_p'))} "
-            f"(n={un['n_objects']}) | " + " | ".join(cells) + f" | {c.get('proxy_reading') or '–'} | {agree} |"
+            f"(n={un['n_objects']}) | " + " | ".join(cells) + f" | {_attraction_cell(c['interventions'].get('freeze'))} "
+            f"| {c.get('proxy_reading') or '–'} | {agree} |"
         )
     lines += ["", "Why each verdict:", ""]
     lines += [f"- {c['name']}: {c['reason']}." for c in trained["classes"].values()]

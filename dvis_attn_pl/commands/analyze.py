@@ -39,9 +39,14 @@ def _ints(value: str | None, flag: str) -> tuple[int, ...] | None:
 
 def options_from_args(args: argparse.Namespace):
     """The pipeline options of the parsed ``analyze`` arguments (one-line UserError on bad values)."""
+    from dataclasses import replace
+
+    from ..analysis.causal_cues import CueThresholds
     from ..analysis.pipeline import AnalyzeOptions
 
     defaults = AnalyzeOptions()
+    given = {k: getattr(args, k, None) for k in ("keep", "drop", "alpha", "max_attraction")}
+    thresholds = replace(CueThresholds(), **{k: v for k, v in given.items() if v is not None})
     return AnalyzeOptions(
         only=_names(getattr(args, "only", None), "--only"),
         videos=_names(getattr(args, "videos", None), "--videos"),
@@ -53,6 +58,7 @@ def options_from_args(args: argparse.Namespace):
         video=not getattr(args, "no_video", False),
         tensorboard=not getattr(args, "no_tensorboard", False),
         order_by_importance=bool(getattr(args, "order_by_importance", False)),
+        cue_thresholds=thresholds,
     )
 
 
