@@ -265,6 +265,9 @@ def test_cli_interventions_real_config_random_weights(tmp_path):
     assert doc["random_weights"] is True
     # random weights: no confident verdict
     assert {row["verdict"] for row in doc["classes"].values()} <= {"not recognised", "undetermined"}
+    assert all("freeze_attraction" in row for row in doc["table"])
+    assert all("attraction" in row["interventions"]["freeze"] for row in doc["classes"].values())
+    assert "attraction" in r.stdout.splitlines()[0]
 
 
 def test_cli_unknown_intervention_is_one_line_and_writes_nothing(tmp_path):

@@ -162,6 +162,7 @@ class CausalCues:
                 "designed_cue": row["designed_cue"],
                 "verdict": row["verdict"],
                 **{f"R_{k}": v["R"] for k, v in sorted(row["interventions"].items())},
+                "freeze_attraction": ((row["interventions"].get("freeze") or {}).get("attraction") or {}).get("mean"),
                 "proxy_reading": reading,
                 "proxy_agrees": row["proxy_agrees"],
             })

@@ -415,7 +415,7 @@ class RunVisuals:
         if causal is not None and self.board is not None:
             columns = ["class", "designed_cue", "verdict"] + sorted(
                 {k for row in causal["table"] for k in row if k.startswith("R_")}
-            ) + ["proxy_reading", "proxy_agrees"]
+            ) + ["freeze_attraction", "proxy_reading", "proxy_agrees"]
             self.board.add_text_table(
                 "summary/causal_cues", causal["table"], columns,
                 preamble="Causal verdict per class from the intervention passes (R = p altered / p unaltered; "

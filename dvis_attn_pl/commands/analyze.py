@@ -86,13 +86,14 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 def _causal_table(doc: dict) -> str:
     """The causal verdicts beside the attention-proxy readings, one line per class."""
-    lines = [f"{'class':<18} {'designed':<10} {'causal verdict':<22} {'R freeze':>9} {'R shuffle':>9}  proxy reading"]
+    lines = [f"{'class':<18} {'designed':<10} {'causal verdict':<22} {'R freeze':>9} {'R shuffle':>9} "
+             f"{'attraction':>10}  proxy reading"]
     for row in doc.get("table", []):
-        r_f, r_s = row.get("R_freeze"), row.get("R_shuffle")
+        r_f, r_s, a_f = row.get("R_freeze"), row.get("R_shuffle"), row.get("freeze_attraction")
         lines.append(
             f"{str(row['class'])[:18]:<18} {str(row.get('designed_cue') or '-'):<10} {row['verdict']:<22} "
-            f"{'-' if r_f is None else f'{r_f:.2f}':>9} {'-' if r_s is None else f'{r_s:.2f}':>9}  "
-            f"{row.get('proxy_reading') or '-'}"
+            f"{'-' if r_f is None else f'{r_f:.2f}':>9} {'-' if r_s is None else f'{r_s:.2f}':>9} "
+            f"{'-' if a_f is None else f'{a_f:+.2f}':>10}  {row.get('proxy_reading') or '-'}"
         )
     return "\n".join(lines + _faithfulness_lines(doc.get("faithfulness")))
 
