@@ -38,7 +38,7 @@ class StageDefaults:
 STAGE_DEFAULTS = {
     "segmenter": StageDefaults(clip_frames=1, batch_size=8, max_steps=1500, lr=3e-4),
     "tracker": StageDefaults(clip_frames=5, batch_size=2, max_steps=500, lr=3e-4),
-    "refiner": StageDefaults(clip_frames=20, batch_size=1, max_steps=800, lr=3e-4),
+    "refiner": StageDefaults(clip_frames=20, batch_size=1, max_steps=2000, lr=3e-4),
 }
 
 
