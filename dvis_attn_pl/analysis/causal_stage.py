@@ -69,7 +69,6 @@ class CausalCues:
         self.pass_runs = {label: RunDirectory(pass_dir(run.root, label)) for label in self.passes}
         self.use_gt = gt is not None and gt.has_annotations
         self.unaltered: dict[Any, list[tuple[Any, float]]] = defaultdict(list)
-        self.pairs: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
         # per intervention: (video, object's class, class probabilities unaltered, altered) of every pair
         self.moves: dict[str, list[tuple[Any, Any, dict[str, float], dict[str, float]]]] = defaultdict(list)
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"objects": 0, "matched": 0})
@@ -86,7 +85,7 @@ class CausalCues:
             return
         ref_masks = [m for _, _, m in refs]
         plain_match = _best(video_mask_iou(ref_masks, _masks(plain, h, w)), self.th.min_iou) if plain else [None] * len(refs)
-        p0, probs0 = {}, {}
+        p0, probs0 = {}, {}  # p0: the object's own class, for the unaltered recognition
         for i, (_, cls, _) in enumerate(refs):
             j = plain_match[i]
             if j is not None:
@@ -119,7 +118,6 @@ class CausalCues:
             for i, altered in per_obj.items():
                 cls = refs[i][1]
                 mean = {k: float(np.mean([a.get(k, 0.0) for a in altered])) for k in set().union(*altered)}
-                self.pairs[name][cls].append((vid, p0[i], mean.get(str(cls), 0.0)))
                 self.moves[name].append((vid, cls, probs0[i], mean))
 
     def _add_deletion(self, vid, label: str) -> None:
@@ -148,7 +146,8 @@ class CausalCues:
         num_classes = len(categories) or max(1, len({c for c in self.unaltered}))
         for cid in categories:  # every class gets a row: one the model never found is "not recognised"
             self.unaltered.setdefault(cid, [])
-        stats = class_statistics(self.pairs, self.unaltered, num_classes, self.th, self._gains())
+        pairs, gains = self._pairs_and_gains()
+        stats = class_statistics(pairs, self.unaltered, num_classes, self.th, gains)
         proxies = self._proxy_readings()
         table = []
         for cls, row in stats.items():
@@ -204,16 +203,18 @@ class CausalCues:
             },
         }
 
-    def _gains(self) -> dict[str, dict[Any, list[tuple[Any, float]]]]:
-        """Per intervention and class c: (video, p_c altered - p_c unaltered) of the objects of other classes."""
-        classes = set(self.unaltered) | {c for per in self.pairs.values() for c in per}
+    def _pairs_and_gains(self) -> tuple[dict, dict]:
+        """From the recorded moves, per intervention and class c: the pairs ``(video, p0, p1)`` of c's own
+        objects, and the gains ``(video, p_c altered - p_c unaltered)`` of the other classes' objects."""
+        classes = set(self.unaltered) | {cls for moves in self.moves.values() for _, cls, _, _ in moves}
+        pairs: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
         gains: dict[str, dict[Any, list[tuple[Any, float]]]] = defaultdict(lambda: defaultdict(list))
         for name, moves in self.moves.items():
             for vid, cls, before, after in moves:
-                for c in classes:
-                    if c != cls:
-                        gains[name][c].append((vid, after.get(str(c), 0.0) - before.get(str(c), 0.0)))
-        return gains
+                pairs[name][cls].append((vid, float(before.get(str(cls), 0.0)), after.get(str(cls), 0.0)))
+                for c in classes - {cls}:
+                    gains[name][c].append((vid, after.get(str(c), 0.0) - before.get(str(c), 0.0)))
+        return pairs, gains
 
     def _proxy_readings(self) -> dict[str, str]:
         """class -> attention-proxy reading from ``cue_reading.json`` (written earlier in this analyze run)."""

@@ -46,18 +46,15 @@ def goal_summary(trained: dict) -> dict[str, Any]:
     return {"species": len(trained["classes"]), "verdict_is_designed_cue": matches, "proxy_agrees": agrees}
 
 
-def _what_instead(c: dict, design: str | None) -> str:
+def _what_instead(c: dict) -> str:
     """What the model uses instead of the designed cue, from the evidence in the row."""
     un, freeze = c["unaltered"], c["interventions"].get("freeze") or {}
     if c["verdict"] == "not recognised":
         return (f"the unaltered model gives its objects a mean class probability of {_fmt(un.get('mean_p'))} "
                 f"(n={un['n_objects']}): it has not learnt this species, so there is nothing to attribute.")
     if c["verdict"] == "appearance":
-        text = (f"one repeated frame keeps the class (R freeze {_ratio_cell(freeze)}): the model reads this species "
+        return (f"one repeated frame keeps the class (R freeze {_ratio_cell(freeze)}): the model reads this species "
                 "from single frames.")
-        if design:
-            text += f" Its designed motion also shows in a single frame: {design}."
-        return text
     attraction = freeze.get("attraction") or {}
     if c["verdict"] == "undetermined" and freeze.get("status") == "keeps" and attraction.get("mean") is not None:
         return (f"one repeated frame keeps the class (R freeze {_ratio_cell(freeze)}), but it also pulls the other "
@@ -78,8 +75,7 @@ def _attraction_cell(row: dict | None) -> str:
 
 
 def render_report(
-    runs: dict[str, dict], command: str, plot_name: str | None, design_notes: dict[str, str] | None = None,
-    deletion_plot: str | None = None, split: str = "the synthetic val split",
+    runs: dict[str, dict], command: str, plot_name: str | None, deletion_plot: str | None = None, split: str = "the synthetic val split",
 ) -> str:
     """Markdown for ``runs`` (``trained`` required; ``random`` and ``control`` optional)."""
     trained = runs["trained"]
@@ -129,7 +125,7 @@ def render_report(
         lines += ["", "## Where the verdict is not the designed cue", ""]
         for c in differing:
             lines.append(f"- **{c['name']}** (designed: {c['designed_cue']}; verdict: {c['verdict']}): "
-                         + _what_instead(c, (design_notes or {}).get(c["name"])))
+                         + _what_instead(c))
     if plot_name:
         lines += ["", f"![R per species and intervention]({plot_name})"]
     faith = trained.get("faithfulness")

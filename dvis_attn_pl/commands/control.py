@@ -79,7 +79,7 @@ def run_control(args: argparse.Namespace) -> int:
         curves = None
     command = _reproducing_command(args)
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_report(runs, command, plot, _design_notes(), curves, split), encoding="utf-8")
+    report.write_text(render_report(runs, command, plot, curves, split), encoding="utf-8")
     (out / "control_experiment.json").write_text(json.dumps({**runs, "goals": goal_summary(runs["trained"])}, indent=1))
     if args.record:
         from ..analysis.proxy_validation import write_record
@@ -87,25 +87,6 @@ def run_control(args: argparse.Namespace) -> int:
         print(f"dvis_attn_pl control: recorded {write_record(goal_summary(runs['trained']), str(report))}", file=sys.stderr)
     print(f"dvis_attn_pl control: wrote {report} and {report.parent / plot}", file=sys.stderr)
     return 0
-
-
-def _design_notes() -> dict[str, str]:
-    """Per motion species, the designed posture parameters that differ from the other motion species'
-    (what one frame would show); empty when they share one posture, as generator version 2 designs."""
-    from ..data.synthetic_species import SPECIES
-
-    motion = [sp for sp in SPECIES if sp.group == "motion"]
-    amps = {sp.motion.tail_beat_amp for sp in motion}
-    if len(amps) <= 1:
-        return {}
-    notes = {}
-    for sp in motion:
-        others = ", ".join(f"{o.name} {o.motion.tail_beat_amp}" for o in motion if o is not sp)
-        notes[sp.name] = (
-            f"its tail-beat amplitude is {sp.motion.tail_beat_amp} body lengths ({others}), so the tail's bend "
-            "in one frame differs between the motion species"
-        )
-    return notes
 
 
 def _reproducing_command(args: argparse.Namespace) -> str:
