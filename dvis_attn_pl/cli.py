@@ -223,6 +223,11 @@ def _add_fit_flags(parser: argparse.ArgumentParser) -> None:
         "--shuffle-frames", action="store_true",
         help="show every training clip in a random frame order (a control model that cannot learn order)",
     )
+    parser.add_argument(
+        "--position-loss", type=float, default=None, metavar="W",
+        help="weight of the training-only loss that asks the segmenter's queries and the tracker's outputs "
+        "to carry their object's position (default 2 for segmenter and tracker; 0 = the official criterion)",
+    )
     _add_hardware_flags(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides (last on the line)")
 

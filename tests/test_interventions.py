@@ -336,6 +336,9 @@ def test_control_command_writes_its_report(tmp_path):
     for row in doc["trained"]["classes"].values():  # every species in the report, with its verdict
         assert f"| {row['name']} |" in text and f"**{row['verdict']}**" in text
     assert f"**{doc['goals']['verdict_is_designed_cue']} of {doc['goals']['species']}**" in text
+    probe = doc["position_probe"]["trained"]  # what the refiner can see, on the same two videos
+    assert probe["videos"] <= 2 and "## What the refiner can see" in text
+    assert f"| trained | {probe['tracks']} ({probe['videos']}) |" in text
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from dvis_attn_pl.training import STAGES
 from dvis_attn_pl.training.data import ClipSamples, collate_clips, load_training_videos
 from dvis_attn_pl.training.losses import LossWeights, hungarian_match, set_losses, weighted_total
 from dvis_attn_pl.training.module import trainable_parameters
+from dvis_attn_pl.training.position import mask_centroids
 from dvis_attn_pl.training.stages import STAGE_LOSSES
 from tests.cli_run import run_cli
 
@@ -110,6 +111,44 @@ def test_stage_loss_is_finite_and_falls_on_a_fixed_batch(stage, train_set):
         assert changed and all(k.startswith(stage) for k in changed), sorted(changed)[:5]
 
 
+def test_mask_centroids_are_the_mass_centres():
+    masks = torch.zeros(3, 4, 8)
+    masks[0, 1, 2] = 1.0  # one cell: its centre
+    masks[1, :, 6:] = 0.5  # a soft band over the last two columns
+    centres = mask_centroids(masks)
+    assert torch.allclose(centres[0], torch.tensor([2.5 / 8, 1.5 / 4]))
+    assert torch.allclose(centres[1], torch.tensor([7.0 / 8, 0.5]))
+    assert torch.allclose(centres[2], torch.tensor([0.5, 0.5]))  # empty: the middle, not NaN
+
+
+@pytest.mark.parametrize("stage", ["segmenter", "tracker"])
+def test_position_loss_falls_and_its_head_stays_out_of_the_model(stage, train_set):
+    from dvis_attn_pl.training.module import FitModule
+
+    overrides = ["INPUT.MIN_SIZE_TEST", "64"] + (["MODEL.RESNETS.NORM", "BN"] if stage == "segmenter" else [])
+    cfg = load_config(config_path("tiny_cpu"), overrides=overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    keys = set(model.state_dict())
+    module = FitModule(model, stage, lr=1e-3, weight_decay=0.0, max_steps=12, contiguous_to_dataset_id=range(5),
+                       position_weight=2.0)
+    assert set(module.model.state_dict()) == keys  # the exported weights keep the official keys
+    assert all(any(p is q for q in module.params) for p in module.position_head.parameters())
+    videos = load_training_videos(load_ytvis_json(train_set / "valid.json"), train_set / "JPEGImages", cfg)
+    batch = collate_clips([ClipSamples(videos, 4, {"segmenter": 1, "tracker": 3}[stage], 2, seed=0)[0]])
+    opt = torch.optim.AdamW(module.params, lr=1e-3)
+    values = []
+    module._set_modes()
+    for _ in range(12):
+        losses = STAGE_LOSSES[stage](model, batch, module.weights, module.position_head)
+        opt.zero_grad()
+        weighted_total(losses, module.weights).backward()
+        opt.step()
+        values.append(float(losses["loss_position"].detach()))
+    assert all(math.isfinite(v) for v in values)
+    assert sum(values[-3:]) < 0.7 * sum(values[:3]), values
+
+
 # ----------------------------------------------------------------------------- the command
 def test_fit_all_stages_export_weights_that_test_loads_strictly(train_set, val_set, tmp_path):
     out = tmp_path / "fit"
@@ -121,9 +160,11 @@ def test_fit_all_stages_export_weights_that_test_loads_strictly(train_set, val_s
         summary = json.loads((out / stage / "stage.json").read_text())
         assert summary["steps"] == 3 and summary["val"] is not None and "AP" in summary["val"]
         scalars = _scalars(out / "tensorboard" / stage)
-        for term in ("loss_ce", "loss_mask", "loss_dice", "loss"):
+        terms = ("loss_ce", "loss_mask", "loss_dice", "loss") + (("loss_position",) if stage != "refiner" else ())
+        for term in terms:
             values = scalars[f"train_{stage}/{term}"]
             assert values and all(math.isfinite(v) for v in values), term
+        assert summary["position_loss"] == (0.0 if stage == "refiner" else 2.0)
         assert f"val_{stage}/AP" in scalars
         assert (out / stage / "checkpoints" / "last.ckpt").is_file()
     run = tmp_path / "run"
@@ -183,6 +224,12 @@ def test_fit_refuses_a_category_count_that_differs_from_num_classes(train_set, v
 
 def test_fit_refuses_a_stage_whose_previous_weights_are_missing(train_set, val_set, tmp_path):
     _one_line_error(run_cli(_fit_args(train_set, val_set, tmp_path / "out", "refiner")), "tracker", "missing")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_refuses_a_negative_position_loss(train_set, val_set, tmp_path):
+    args = _fit_args(train_set, val_set, tmp_path / "out", "segmenter")
+    _one_line_error(run_cli([*args[:-2], "--position-loss", "-1", *SMALL]), "--position-loss", ">= 0")
     assert not (tmp_path / "out").exists()
 
 

@@ -15,7 +15,9 @@ from typing import Any
 from ..utils.temporal_record import DELETION_IMPORTANCE_FIRST, DELETION_LEAST_FIRST, DELETION_RANDOM_MEAN
 from .causal_cues import faithfulness_orderings, faithfulness_rows
 
-__all__ = ["CONFIDENT", "designed_matches", "goal_summary", "plot_deletion", "plot_ratios", "render_report"]
+__all__ = [
+    "CONFIDENT", "designed_matches", "goal_summary", "plot_deletion", "plot_ratios", "probe_lines", "render_report",
+]
 
 CONFIDENT = ("appearance", "frame-set integration", "ordered motion", "mixed")
 _DESIGNED = {"appearance": {"appearance"}, "motion": {"frame-set integration", "ordered motion"}}
@@ -74,10 +76,30 @@ def _attraction_cell(row: dict | None) -> str:
     return f"{a['mean']:+.2f}" + ("" if not ci else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
 
 
+def _r2_cell(values: list[float] | None) -> str:
+    return "–" if not values else " / ".join(f"{v:.2f}" for v in values)
+
+
+def probe_lines(probes: dict[str, dict]) -> list[str]:
+    """The report's section on what the refiner can see (``analysis.input_probe.decodability`` per model)."""
+    lines = ["", "## What the refiner can see (position probe)", "",
+             "The refiner decides the class from each track's per-frame instance queries alone. A ridge",
+             "regression from those inputs to the fish's mask centroid (and from their frame-to-frame change to",
+             "its displacement), cross-validated over videos, says whether a trajectory is there to be read:",
+             "held-out R^2 1 = exact, 0 = no better than the mean (`dvis_attn_pl/analysis/input_probe.py`).", "",
+             "| model | tracks (videos) | position R^2 x / y | displacement R^2 dx / dy |", "|---|---|---|---|"]
+    for name, p in probes.items():
+        lines.append(f"| {name} | {p['tracks']} ({p['videos']}) | {_r2_cell(p['position_r2'])} "
+                     f"| {_r2_cell(p['displacement_r2'])} |")
+    return lines
+
+
 def render_report(
-    runs: dict[str, dict], command: str, plot_name: str | None, deletion_plot: str | None = None, split: str = "the synthetic val split",
+    runs: dict[str, dict], command: str, plot_name: str | None, deletion_plot: str | None = None,
+    split: str = "the synthetic val split", probes: dict[str, dict] | None = None,
 ) -> str:
-    """Markdown for ``runs`` (``trained`` required; ``random`` and ``control`` optional)."""
+    """Markdown for ``runs`` (``trained`` required; ``random`` and ``control`` optional) and the
+    position ``probes`` of :mod:`dvis_attn_pl.analysis.input_probe` (per model, optional)."""
     trained = runs["trained"]
     labels = sorted({k for c in trained["classes"].values() for k in c["interventions"]})
     goals = goal_summary(trained)
@@ -128,6 +150,8 @@ def render_report(
                          + _what_instead(c))
     if plot_name:
         lines += ["", f"![R per species and intervention]({plot_name})"]
+    if probes:
+        lines += probe_lines(probes)
     faith = trained.get("faithfulness")
     if faith:
         rows = faithfulness_rows(faith)

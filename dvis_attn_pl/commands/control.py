@@ -77,16 +77,30 @@ def run_control(args: argparse.Namespace) -> int:
     curves = report.with_suffix("").name + "_deletion.png"
     if not plot_deletion(runs["trained"], report.parent / curves):
         curves = None
+    probes = _position_probes(args)
     command = _reproducing_command(args)
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_report(runs, command, plot, curves, split), encoding="utf-8")
-    (out / "control_experiment.json").write_text(json.dumps({**runs, "goals": goal_summary(runs["trained"])}, indent=1))
+    report.write_text(render_report(runs, command, plot, curves, split, probes), encoding="utf-8")
+    record = {**runs, "goals": goal_summary(runs["trained"]), "position_probe": probes}
+    (out / "control_experiment.json").write_text(json.dumps(record, indent=1))
     if args.record:
         from ..analysis.proxy_validation import write_record
 
         print(f"dvis_attn_pl control: recorded {write_record(goal_summary(runs['trained']), str(report))}", file=sys.stderr)
     print(f"dvis_attn_pl control: wrote {report} and {report.parent / plot}", file=sys.stderr)
     return 0
+
+
+def _position_probes(args: argparse.Namespace) -> dict[str, dict]:
+    """What the trained model's refiner can see (:mod:`dvis_attn_pl.analysis.input_probe`). The control
+    model shares its segmenter and tracker, so its refiner sees the same inputs."""
+    from ..analysis.input_probe import probe_weights
+    from ..data.synthetic import ensure_synthetic_dataset
+    from ..weights import SHIPPED_WEIGHTS
+
+    json_path = args.data_json or ensure_synthetic_dataset() / "valid.json"
+    print("dvis_attn_pl control: position probe of the refiner's inputs", file=sys.stderr, flush=True)
+    return {"trained": probe_weights(SHIPPED_WEIGHTS, json_path, max_videos=args.max_videos or None)}
 
 
 def _reproducing_command(args: argparse.Namespace) -> str:

@@ -35,5 +35,6 @@ def run_fit(args: argparse.Namespace) -> int:
             resume=args.resume,
             hardware=hardware_options(args),
             shuffle_frames=args.shuffle_frames,
+            position_loss=args.position_loss,
         )
     )

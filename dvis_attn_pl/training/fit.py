@@ -33,12 +33,13 @@ class StageDefaults:
     batch_size: int
     max_steps: int
     lr: float
+    position_loss: float  # weight of the training-only position loss (``training/position.py``)
 
 
 STAGE_DEFAULTS = {
-    "segmenter": StageDefaults(clip_frames=1, batch_size=8, max_steps=1500, lr=3e-4),
-    "tracker": StageDefaults(clip_frames=5, batch_size=2, max_steps=500, lr=3e-4),
-    "refiner": StageDefaults(clip_frames=20, batch_size=1, max_steps=2000, lr=3e-4),
+    "segmenter": StageDefaults(clip_frames=1, batch_size=8, max_steps=1500, lr=3e-4, position_loss=2.0),
+    "tracker": StageDefaults(clip_frames=5, batch_size=2, max_steps=500, lr=3e-4, position_loss=2.0),
+    "refiner": StageDefaults(clip_frames=20, batch_size=1, max_steps=2000, lr=3e-4, position_loss=0.0),
 }
 
 
@@ -63,6 +64,7 @@ class FitOptions:
     resume: bool
     hardware: Hardware  # --accelerator --devices --strategy --precision --num-nodes
     shuffle_frames: bool = False  # control models: every training clip in a random frame order
+    position_loss: float | None = None  # None: the stage's default; 0: the official criterion only
 
 
 def _log(message: str) -> None:
@@ -170,6 +172,11 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
     max_steps = opt.max_steps or defaults.max_steps
     batch_size = opt.batch_size or defaults.batch_size
     lr = opt.lr or defaults.lr
+    position_weight = defaults.position_loss if opt.position_loss is None else opt.position_loss
+    if position_weight < 0:
+        raise UserError(f"--position-loss must be >= 0, got {position_weight}")
+    if stage == "refiner":
+        position_weight = 0.0  # the refiner's inputs are fixed by then; nothing to ask of it
     cfg, config_file = _load_cfg(opt, stage)
     train_json, train_frames, val_json, val_frames = _resolve_sets(opt)
     train_data = _check_data(cfg, train_json, "train")
@@ -195,6 +202,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         max_steps=max_steps,
         contiguous_to_dataset_id=val_data.contiguous_to_dataset_id,
         metric=metric,
+        position_weight=position_weight,
     )
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # eval mode on purpose
@@ -229,6 +237,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         _log(f"fit {stage}: no {resume_from} to resume from; starting the stage from its beginning")
     _log(
         f"fit {stage}: {len(videos)} training videos, {max_steps} steps of batch {batch_size}, lr {lr}, "
+        f"position loss {position_weight}, "
         f"on {trainer.world_size} x {trainer.strategy.root_device.type}; config {config_file}"
     )
     started = time.time()
@@ -244,6 +253,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         "lr": lr,
         "seed": opt.seed,
         "shuffle_frames": opt.shuffle_frames,
+        "position_loss": position_weight,
         "seconds": round(seconds, 1),
         "steps_per_second": round(trainer.global_step / max(seconds, 1e-9), 3),
         "init": str(init) if init else None,

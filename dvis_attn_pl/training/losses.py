@@ -23,6 +23,7 @@ class LossWeights:
     cls: float = 2.0
     mask: float = 5.0
     dice: float = 5.0
+    position: float = 0.0  # the training-only position loss (``training/position.py``); not official
 
     @classmethod
     def from_cfg(cls, cfg) -> LossWeights:
@@ -104,6 +105,6 @@ def set_losses(
 
 
 def weighted_total(losses: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
-    """Sum of every loss term with its weight (names end with ``ce``, ``mask`` or ``dice``)."""
-    scale = {"ce": w.cls, "mask": w.mask, "dice": w.dice}
+    """Sum of every loss term with its weight (names end with ``ce``, ``mask``, ``dice`` or ``position``)."""
+    scale = {"ce": w.cls, "mask": w.mask, "dice": w.dice, "position": w.position}
     return sum(v * scale[k.rsplit("_", 1)[-1]] for k, v in losses.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import lightning as L
@@ -14,6 +15,7 @@ from ..data.datamodule import YTVISDataModule, is_placeholder
 from ..results import to_ytvis_records
 from .data import ClipSamples, collate_clips
 from .losses import LossWeights, weighted_total
+from .position import PositionHead
 from .stages import STAGE_LOSSES
 
 # The children each stage trains; everything else is frozen.
@@ -52,6 +54,7 @@ class FitModule(L.LightningModule):
         contiguous_to_dataset_id: Sequence[int],
         metric: nn.Module | None = None,
         warmup: int = 50,
+        position_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -60,11 +63,16 @@ class FitModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.max_steps = max_steps
         self.warmup = max(1, min(warmup, max_steps // 10))
-        self.weights = LossWeights.from_cfg(model.cfg)
+        self.weights = dataclasses.replace(LossWeights.from_cfg(model.cfg), position=position_weight)
         self.contiguous_to_dataset_id = list(contiguous_to_dataset_id)
         self.metric = metric
         self.val_results: dict | None = None
         self.params = trainable_parameters(model, stage)
+        # training-only: not part of ``self.model``, so the exported weights keep the official keys
+        self.position_head = None
+        if position_weight > 0 and stage != "refiner":
+            self.position_head = PositionHead(int(model.cfg.MODEL.MASK_FORMER.HIDDEN_DIM))
+            self.params += list(self.position_head.parameters())
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         """Clips and videos stay on the host; the stages move what they run."""
@@ -81,7 +89,7 @@ class FitModule(L.LightningModule):
         self._set_modes()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        losses = STAGE_LOSSES[self.stage](self.model, batch, self.weights)
+        losses = STAGE_LOSSES[self.stage](self.model, batch, self.weights, self.position_head)
         total = weighted_total(losses, self.weights)
         self.log_dict({f"train_{self.stage}/{k}": v.detach() for k, v in losses.items()}, on_step=True)
         self.log(f"train_{self.stage}/loss", total.detach(), on_step=True, prog_bar=False)

@@ -21,6 +21,7 @@ from ..model.meta_arch import VideoInput
 from ..model.tracker import foreground_score
 from .data import Clip
 from .losses import LossWeights, hungarian_match, set_losses
+from .position import position_loss
 
 Losses = dict[str, torch.Tensor]
 
@@ -36,8 +37,9 @@ def _num_objects(count: int) -> float:
 
 
 # ----------------------------------------------------------------------------- segmenter
-def segmenter_losses(model, clips: list[Clip], w: LossWeights) -> Losses:
-    """Mask2Former losses on the first frame of every clip (a batch of single frames)."""
+def segmenter_losses(model, clips: list[Clip], w: LossWeights, position_head=None) -> Losses:
+    """Mask2Former losses on the first frame of every clip (a batch of single frames); with a
+    ``position_head``, also ``loss_position`` of the last layer's matched queries."""
     frames = [c.frames[0] for c in clips]
     padded = (max(c.padded[0] for c in clips), max(c.padded[1] for c in clips))
     out = model.sem_seg_head(model.backbone(model.preprocess(frames, padded)), return_aux=True)
@@ -48,6 +50,7 @@ def segmenter_losses(model, clips: list[Clip], w: LossWeights) -> Losses:
         return logits, masks
 
     layers = [per_frame(a) for a in out["aux_outputs"]] + [per_frame(out)]
+    frame_queries = out["pred_embds"].permute(0, 2, 3, 1).flatten(0, 1)  # (frames, Q, C), decoder-normed
     empty_weight = model.daq_criterion.empty_weight
     targets = []
     for c in clips:
@@ -62,6 +65,9 @@ def segmenter_losses(model, clips: list[Clip], w: LossWeights) -> Losses:
             rows, cols = hungarian_match(logits[b], masks[b], labels, tgt, w)
             terms = set_losses(logits[b], masks[b], rows, cols, labels, tgt, empty_weight, n_obj)
             terms["loss_ce"] = terms["loss_ce"] / len(targets)
+            if position_head is not None and not prefix:
+                queries = frame_queries[b]
+                terms["loss_position"] = position_loss(position_head, queries, rows, tgt, cols, n_obj)
             _accumulate(losses, terms, prefix)
     return losses
 
@@ -78,8 +84,9 @@ def _tracker_layers(tracker, out, frame_embeds, frame_pos=None, query_pos=None) 
     return torch.stack(outs)[:, :, 0]
 
 
-def tracker_losses(model, clips: list[Clip], w: LossWeights) -> Losses:
-    """DAQ tracker losses over each clip, frame by frame (segmenter frozen)."""
+def tracker_losses(model, clips: list[Clip], w: LossWeights, position_head=None) -> Losses:
+    """DAQ tracker losses over each clip, frame by frame (segmenter frozen); with a ``position_head``,
+    also ``loss_position`` of the last layer's matched outputs (what the refiner receives)."""
     tracker = model.tracker
     empty_weight = model.daq_criterion.empty_weight
     losses: Losses = {}
@@ -87,7 +94,7 @@ def tracker_losses(model, clips: list[Clip], w: LossWeights) -> Losses:
     for clip in clips:
         with torch.no_grad():
             window = model.tracker_window(model.sem_seg_head(model.backbone(model.preprocess(clip.frames, clip.padded))))
-        _accumulate(losses, _track_clip(tracker, window, clip, empty_weight, w, n_obj))
+        _accumulate(losses, _track_clip(tracker, window, clip, empty_weight, w, n_obj, position_head))
     return losses
 
 
@@ -99,7 +106,7 @@ def _object_present(track_gt: torch.Tensor, present: torch.Tensor) -> torch.Tens
     return out
 
 
-def _track_clip(tracker, window, clip: Clip, empty_weight, w: LossWeights, n_obj: float) -> Losses:
+def _track_clip(tracker, window, clip: Clip, empty_weight, w: LossWeights, n_obj: float, position_head=None) -> Losses:
     s = tracker.settings
     proj = tracker.mask_feature_proj(window.mask_features)
     labels = clip.labels
@@ -141,6 +148,8 @@ def _track_clip(tracker, window, clip: Clip, empty_weight, w: LossWeights, n_obj
             prefix = "" if depth == logits.shape[0] - 1 else f"aux{depth}_"
             terms = set_losses(logits[depth], masks[depth], rows, cols, labels, targets[:, t], empty_weight, n_obj)
             terms["loss_ce"] = terms["loss_ce"] / window.num_frames
+            if position_head is not None and not prefix:
+                terms["loss_position"] = position_loss(position_head, outs[-1], rows, targets[:, t], cols, n_obj)
             _accumulate(losses, terms, prefix)
         # the tracks of the next frame: as at inference, every frame-0 query the segmenter calls
         # foreground, then every track continues and matched anchors open new tracks
@@ -167,8 +176,11 @@ def _track_clip(tracker, window, clip: Clip, empty_weight, w: LossWeights, n_obj
 
 
 # ----------------------------------------------------------------------------- refiner
-def refiner_losses(model, clips: list[Clip], w: LossWeights) -> Losses:
-    """Refiner losses with clip-level Hungarian matching (segmenter and tracker frozen)."""
+def refiner_losses(model, clips: list[Clip], w: LossWeights, position_head=None) -> Losses:
+    """Refiner losses with clip-level Hungarian matching (segmenter and tracker frozen).
+
+    ``position_head`` is accepted for a uniform signature; the refiner stage has no position loss."""
+    del position_head
     empty_weight = model.daq_criterion.empty_weight
     losses: Losses = {}
     n_obj = _num_objects(sum(int(c.labels.numel()) for c in clips))

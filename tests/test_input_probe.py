@@ -1,0 +1,59 @@
+"""The position probe of the refiner's inputs (``analysis/input_probe.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dvis_attn_pl.analysis.input_probe import TrackInputs, collect_track_inputs, decodability
+
+
+def _tracks(encode_position: bool, seed: int = 0, videos: int = 10, frames: int = 20) -> list[TrackInputs]:
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(2, 16))
+    tracks = []
+    for v in range(videos):
+        start, step = rng.uniform(0.2, 0.8, size=2), rng.normal(0, 0.02, size=2)
+        centre = start + step * np.arange(frames)[:, None] + rng.normal(0, 0.01, size=(frames, 2))
+        noise = rng.normal(size=(frames, 16))
+        embeds = centre @ mixing * 5 + 0.01 * noise if encode_position else noise
+        tracks.append(TrackInputs(v, v % 3, embeds.astype(np.float32), centre.astype(np.float32), np.ones(frames, bool)))
+    return tracks
+
+
+def test_decodability_finds_a_planted_position_code_and_nothing_in_noise():
+    coded = decodability(_tracks(encode_position=True))
+    assert min(coded["position_r2"]) > 0.95 and min(coded["displacement_r2"]) > 0.8, coded
+    noise = decodability(_tracks(encode_position=False))
+    assert max(noise["position_r2"]) < 0.2 and max(noise["displacement_r2"]) < 0.2, noise
+    assert coded["tracks"] == 10 and coded["videos"] == 10 and coded["frames"] == 200
+
+
+def test_decodability_needs_two_videos():
+    one = [t for t in _tracks(True) if t.video_id == 0]
+    assert decodability(one)["position_r2"] is None
+
+
+def test_collect_track_inputs_on_the_shipped_model():
+    import torch
+
+    from dvis_attn_pl.config import config_path, load_config
+    from dvis_attn_pl.data.synthetic import ensure_synthetic_dataset
+    from dvis_attn_pl.data.ytvis_json import load_ytvis_json
+    from dvis_attn_pl.model.build import build_model
+    from dvis_attn_pl.model.checkpoint import load_state_strict, read_checkpoint
+    from dvis_attn_pl.training.data import load_training_videos
+    from dvis_attn_pl.weights import SHIPPED_WEIGHTS
+
+    cfg = load_config(config_path("tiny_fish"))
+    model = build_model(cfg).eval()
+    load_state_strict(model, *read_checkpoint(SHIPPED_WEIGHTS), SHIPPED_WEIGHTS)
+    root = ensure_synthetic_dataset()
+    videos = load_training_videos(load_ytvis_json(root / "valid.json"), root / "JPEGImages", cfg)[:3]
+    with torch.no_grad():
+        tracks = collect_track_inputs(model, videos)
+    assert tracks, "the shipped model segments the first val videos"
+    for t in tracks:
+        frames = next(v.num_frames for v in videos if v.video_id == t.video_id)
+        assert t.embeds.shape == (frames, cfg.MODEL.MASK_FORMER.HIDDEN_DIM)
+        assert t.centre.shape == (frames, 2) and t.present.shape == (frames,)
+        assert np.all((t.centre >= 0) & (t.centre <= 1)) and t.present.any()
