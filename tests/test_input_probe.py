@@ -16,21 +16,25 @@ def _tracks(encode_position: bool, seed: int = 0, videos: int = 10, frames: int 
         centre = start + step * np.arange(frames)[:, None] + rng.normal(0, 0.01, size=(frames, 2))
         noise = rng.normal(size=(frames, 16))
         embeds = centre @ mixing * 5 + 0.01 * noise if encode_position else noise
-        tracks.append(TrackInputs(v, v % 3, embeds.astype(np.float32), centre.astype(np.float32), np.ones(frames, bool)))
+        present = np.ones(frames, bool)
+        other = rng.normal(size=(frames, 16))  # the frame queries carry nothing here
+        tracks.append(TrackInputs(v, v % 3, embeds, centre, present, other, present))
     return tracks
 
 
 def test_decodability_finds_a_planted_position_code_and_nothing_in_noise():
     coded = decodability(_tracks(encode_position=True))
-    assert min(coded["position_r2"]) > 0.95 and min(coded["displacement_r2"]) > 0.8, coded
-    noise = decodability(_tracks(encode_position=False))
+    instance, frame = coded["sources"]["instance"], coded["sources"]["frame"]
+    assert min(instance["position_r2"]) > 0.95 and min(instance["displacement_r2"]) > 0.8, coded
+    assert max(frame["position_r2"]) < 0.2 and max(frame["displacement_r2"]) < 0.2, coded
+    noise = decodability(_tracks(encode_position=False))["sources"]["instance"]
     assert max(noise["position_r2"]) < 0.2 and max(noise["displacement_r2"]) < 0.2, noise
-    assert coded["tracks"] == 10 and coded["videos"] == 10 and coded["frames"] == 200
+    assert coded["tracks"] == 10 and coded["videos"] == 10 and instance["frames"] == 200
 
 
 def test_decodability_needs_two_videos():
     one = [t for t in _tracks(True) if t.video_id == 0]
-    assert decodability(one)["position_r2"] is None
+    assert decodability(one)["sources"]["instance"]["position_r2"] is None
 
 
 def test_collect_track_inputs_on_the_shipped_model():
@@ -57,3 +61,5 @@ def test_collect_track_inputs_on_the_shipped_model():
         assert t.embeds.shape == (frames, cfg.MODEL.MASK_FORMER.HIDDEN_DIM)
         assert t.centre.shape == (frames, 2) and t.present.shape == (frames,)
         assert np.all((t.centre >= 0) & (t.centre <= 1)) and t.present.any()
+        assert t.frame_queries.shape == t.embeds.shape and t.frame_found.shape == (frames,)
+        assert t.frame_found.any() and not (t.frame_found & ~t.present).any()  # found only where visible

@@ -338,7 +338,7 @@ def test_control_command_writes_its_report(tmp_path):
     assert f"**{doc['goals']['verdict_is_designed_cue']} of {doc['goals']['species']}**" in text
     probe = doc["position_probe"]["trained"]  # what the refiner can see, on the same two videos
     assert probe["videos"] <= 2 and "## What the refiner can see" in text
-    assert f"| trained | {probe['tracks']} ({probe['videos']}) |" in text
+    assert f"| trained | instance queries (tracker) | {probe['tracks']} ({probe['videos']}) |" in text
 
 
 @pytest.mark.slow

@@ -82,15 +82,23 @@ def _r2_cell(values: list[float] | None) -> str:
 
 def probe_lines(probes: dict[str, dict]) -> list[str]:
     """The report's section on what the refiner can see (``analysis.input_probe.decodability`` per model)."""
+    from .input_probe import SOURCES
+
+    first = next(iter(probes.values()))
     lines = ["", "## What the refiner can see (position probe)", "",
-             "The refiner decides the class from each track's per-frame instance queries alone. A ridge",
-             "regression from those inputs to the fish's mask centroid (and from their frame-to-frame change to",
-             "its displacement), cross-validated over videos, says whether a trajectory is there to be read:",
-             "held-out R^2 1 = exact, 0 = no better than the mean (`dvis_attn_pl/analysis/input_probe.py`).", "",
-             "| model | tracks (videos) | position R^2 x / y | displacement R^2 dx / dy |", "|---|---|---|---|"]
+             "The refiner decides the class from each track's per-frame instance queries and, through",
+             "cross-attention, the segmenter's queries of the same frame; neither carries a position encoding.",
+             "A ridge regression from each to the fish's mask centroid (and from its change over",
+             f"{first['lag']} frames to the fish's displacement over them), cross-validated over videos, says",
+             "whether a trajectory is there to be read: held-out R^2 1 = exact, 0 = no better than the mean",
+             "(`dvis_attn_pl/analysis/input_probe.py`).", "",
+             "| model | input | tracks (videos) | frames | position R^2 x / y | displacement R^2 dx / dy |",
+             "|---|---|---|---|---|---|"]
     for name, p in probes.items():
-        lines.append(f"| {name} | {p['tracks']} ({p['videos']}) | {_r2_cell(p['position_r2'])} "
-                     f"| {_r2_cell(p['displacement_r2'])} |")
+        for source, title in SOURCES.items():
+            row = p["sources"][source]
+            lines.append(f"| {name} | {title} | {p['tracks']} ({p['videos']}) | {row['frames']} "
+                         f"| {_r2_cell(row['position_r2'])} | {_r2_cell(row['displacement_r2'])} |")
     return lines
 
 

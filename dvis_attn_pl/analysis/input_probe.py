@@ -1,20 +1,22 @@
 """What the refiner can see: is each track's position decodable from the refiner's per-frame inputs?
 
-DVIS-DAQ's class decision is made by the offline refiner, whose only per-frame input for a track is
-the tracker's instance query (no position encoding, no mask). A model can read a fish's *trajectory*
-only if those queries carry where the fish is. This probe measures it on annotated videos:
+DVIS-DAQ's class decision is made by the offline refiner. Per frame it sees two things, neither with
+a position encoding or a mask: the track's **instance query** (the tracker's output) and, through
+cross-attention, the segmenter's **frame queries** of that frame. A model can read a fish's
+*trajectory* only if these carry where the fish is. This probe measures it on annotated videos:
 
-1. run the model's own inference path (segmenter, tracker, top-k, refiner) on every video;
-2. match each annotated object to the refined track whose video mask overlaps it most (mask IoU
-   >= ``min_iou`` over the whole video), and keep that track's refiner inputs (T, C) and the
-   object's mask centroid per frame;
-3. fit a ridge regression from the inputs to the centroid (x, y), and from frame-to-frame input
-   differences to the centroid's displacement, with video-level cross-validation, and report the
-   held-out R^2 (1 = exact, 0 = no better than the mean, < 0 = worse).
+1. run the model's own inference path up to the refiner (segmenter, tracker, top-k) on every video;
+2. match each annotated object to the instance row whose video mask (decoded by the tracker's mask
+   head from the row's queries) overlaps it most (mask IoU >= ``min_iou`` over the whole video), and
+   in every frame to the segmenter query whose mask overlaps it most (IoU >= ``min_iou``);
+3. fit a ridge regression from each kind of query to the object's mask centroid (x, y), and from
+   the change of the query over ``lag`` frames to the centroid's displacement over those frames,
+   cross-validated over videos, and report the held-out R^2 (1 = exact, 0 = no better than the
+   mean, < 0 = worse).
 
-A held-out velocity R^2 near 0 means the refiner cannot compute motion from what it is given,
-whatever its attention looks like: a verdict of "appearance" is then a property of the architecture's
-inputs, not a choice the model made.
+A held-out R^2 near 0 for both kinds means the refiner cannot compute a trajectory from what it is
+given, whatever its attention looks like: a verdict of "appearance" is then a property of the
+model's inputs, not a choice its refiner made.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 from ..training.position import mask_centroids
 
-__all__ = ["TrackInputs", "collect_track_inputs", "decodability"]
+__all__ = ["SOURCES", "TrackInputs", "collect_track_inputs", "decodability", "probe_weights"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,30 @@ class TrackInputs:
     embeds: np.ndarray  # (T, C) the refiner's per-frame input (tracker instance query)
     centre: np.ndarray  # (T, 2) mask centroid (x, y) as a fraction of the mask grid
     present: np.ndarray  # (T,) bool: the object is visible in the frame
+    frame_queries: np.ndarray  # (T, C) the segmenter query that segments the object in each frame
+    frame_found: np.ndarray  # (T,) bool: that query's mask overlaps the object with IoU >= min_iou
+
+    def inputs(self, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """(queries (T, C), usable (T,) bool) of ``source``: ``instance`` or ``frame``."""
+        if source == "instance":
+            return self.embeds, self.present
+        return self.frame_queries, self.present & self.frame_found
+
+
+def _frame_queries(model, feats, target: torch.Tensor, min_iou: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per object and frame, the segmenter query whose mask overlaps it most: (queries (m, T, C),
+    found (m, T) bool with IoU >= ``min_iou``), for binary ``target`` (m, T, h, w)."""
+    queries = feats.frame_embeds  # (T, Q, C) decoder-normed, as the refiner's cross-attention sees them
+    mask_embeds = model.sem_seg_head.predictor.mask_embed(queries)
+    masks = torch.einsum("tqc,tchw->tqhw", mask_embeds, feats.mask_features.to(queries.device)) > 0
+    h, w = min(masks.shape[-2], target.shape[-2]), min(masks.shape[-1], target.shape[-1])
+    p = masks[..., :h, :w].flatten(2).float().cpu()  # (T, Q, P)
+    g = target[..., :h, :w].flatten(2).float().transpose(0, 1)  # (T, m, P)
+    inter = p @ g.transpose(1, 2)  # (T, Q, m)
+    iou = inter / (p.sum(2)[:, :, None] + g.sum(2)[:, None, :] - inter).clamp(min=1.0)
+    best, rows = iou.max(dim=1)  # (T, m)
+    picked = queries.float().cpu().gather(1, rows[:, :, None].expand(-1, -1, queries.shape[-1]))  # (T, m, C)
+    return picked.transpose(0, 1), (best >= min_iou).T
 
 
 def _video_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,6 +73,14 @@ def _video_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     g = target.flatten(1).float()
     inter = p @ g.T
     return inter / (p.sum(1)[:, None] + g.sum(1)[None] - inter).clamp(min=1.0)
+
+
+def _tracker_masks(tracker, embeds: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
+    """Binary masks (N, T, h, w) of the instance rows ``embeds`` (N, T, C) decoded by the tracker's own
+    mask head on the video's ``mask_features`` (T, C, h, w): the tracks as the tracker made them."""
+    proj = tracker.mask_feature_proj(mask_features.to(embeds.device))  # (T, C, h, w)
+    mask_embeds = tracker.mask_embed(tracker.decoder_norm(embeds))  # (N, T, C)
+    return torch.einsum("ntc,tchw->nthw", mask_embeds, proj) > 0
 
 
 @torch.no_grad()
@@ -60,16 +94,13 @@ def collect_track_inputs(model, videos, min_iou: float = 0.5) -> list[TrackInput
         feats, instances = model.common_inference(batch)
         if len(instances) == 0:
             continue
-        refined = model.refiner(
-            instances.embeds.permute(2, 1, 0)[None], None, feats.frame_embeds.permute(2, 0, 1)[None],
-            decode_masks=False,
-        )
-        masks = model.refiner.decode_masks(refined["mask_embeds"], feats.mask_features[None])[0] > 0
+        masks = _tracker_masks(model.tracker, instances.embeds, feats.mask_features)
         target = video.masks.float()
         h, w = min(masks.shape[-2], target.shape[-2]), min(masks.shape[-1], target.shape[-1])
         iou = _video_iou(masks[..., :h, :w].cpu(), target[..., :h, :w] > 0.5)
         best, rows = iou.max(dim=0)
         embeds = instances.embeds.float().cpu()
+        frame_queries, found = _frame_queries(model, feats, target > 0.5, min_iou)
         for obj in torch.nonzero(best >= min_iou).flatten().tolist():
             m = target[obj]  # (T, h, w)
             tracks.append(
@@ -79,6 +110,8 @@ def collect_track_inputs(model, videos, min_iou: float = 0.5) -> list[TrackInput
                     embeds=embeds[int(rows[obj])].numpy(),
                     centre=mask_centroids(m).numpy(),
                     present=(m.flatten(1).amax(1) > 0).numpy(),
+                    frame_queries=frame_queries[obj].numpy(),
+                    frame_found=found[obj].numpy(),
                 )
             )
     return tracks
@@ -96,16 +129,17 @@ def _predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.concatenate([x, np.ones((len(x), 1))], axis=1) @ w
 
 
-def _rows(tracks: list[TrackInputs], motion: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(inputs, targets, video id) rows: positions of visible frames, or displacements between
-    consecutive visible frames (``motion``)."""
+def _rows(tracks: list[TrackInputs], source: str, lag: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs, targets, video id) rows of ``source`` queries: positions of usable frames (``lag`` 0),
+    or displacements between usable frames ``lag`` apart."""
     xs, ys, vids = [], [], []
     for t in tracks:
-        if motion:
-            ok = t.present[1:] & t.present[:-1]
-            x, y = (t.embeds[1:] - t.embeds[:-1])[ok], (t.centre[1:] - t.centre[:-1])[ok]
+        q, ok = t.inputs(source)
+        if lag:
+            ok = ok[lag:] & ok[:-lag]
+            x, y = (q[lag:] - q[:-lag])[ok], (t.centre[lag:] - t.centre[:-lag])[ok]
         else:
-            x, y = t.embeds[t.present], t.centre[t.present]
+            x, y = q[ok], t.centre[ok]
         xs.append(x)
         ys.append(y)
         vids.append(np.full(len(x), t.video_id))
@@ -132,17 +166,27 @@ def _heldout_r2(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, al
     return [float(1 - r / t) if t > 0 else float("nan") for r, t in zip(resid, total)]
 
 
-def decodability(tracks: list[TrackInputs], folds: int = 5, alpha: float = 10.0) -> dict:
-    """Held-out R^2 of position (x, y) and of frame-to-frame displacement (dx, dy) decoded linearly
-    from the refiner's inputs (ridge ``alpha`` on standardised inputs; ``folds`` video folds)."""
-    pos = _rows(tracks, motion=False)
-    vel = _rows(tracks, motion=True)
+SOURCES = {"instance": "instance queries (tracker)", "frame": "frame queries (segmenter)"}
+
+
+def decodability(tracks: list[TrackInputs], folds: int = 5, alpha: float = 10.0, lag: int = 4) -> dict:
+    """Held-out R^2 of position (x, y) and of the displacement over ``lag`` frames (dx, dy), decoded
+    linearly from each kind of refiner input (ridge ``alpha`` on standardised inputs; ``folds``
+    video folds). Per source in ``SOURCES``: ``position_r2``, ``displacement_r2`` (None with fewer
+    than two videos) and ``frames`` (the position rows)."""
+    by_source = {}
+    for source in SOURCES:
+        pos = _rows(tracks, source, 0)
+        by_source[source] = {
+            "position_r2": _heldout_r2(*pos, folds, alpha),
+            "displacement_r2": _heldout_r2(*_rows(tracks, source, lag), folds, alpha),
+            "frames": int(len(pos[0])),
+        }
     return {
         "tracks": len(tracks),
         "videos": len({t.video_id for t in tracks}),
-        "position_r2": _heldout_r2(*pos, folds, alpha),
-        "displacement_r2": _heldout_r2(*vel, folds, alpha),
-        "frames": int(len(pos[0])),
+        "sources": by_source,
+        "lag": lag,
         "folds": folds,
         "ridge_alpha": alpha,
     }
