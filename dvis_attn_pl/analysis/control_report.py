@@ -91,7 +91,8 @@ def probe_lines(probes: dict[str, dict]) -> list[str]:
              "A ridge regression from each to the fish's mask centroid (and from its change over",
              f"{first['lag']} frames to the fish's displacement over them), cross-validated over videos, says",
              "whether a trajectory is there to be read: held-out R^2 1 = exact, 0 = no better than the mean",
-             "(`dvis_attn_pl/analysis/input_probe.py`).", "",
+             "(`dvis_attn_pl/analysis/input_probe.py`). A linear read-out is a lower bound: a low R^2 says the",
+             "trajectory is not simply there, not that no refiner could compute it.", "",
              "| model | input | tracks (videos) | frames | position R^2 x / y | displacement R^2 dx / dy |",
              "|---|---|---|---|---|---|"]
     for name, p in probes.items():

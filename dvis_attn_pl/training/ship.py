@@ -41,7 +41,7 @@ def ship(fit_dir: Path) -> dict:
         "command": f"python -m dvis_attn_pl fit --stage all --out {fit_dir.name} --seed {final['seed']}",
         "stages": {
             s: {k: v[k] for k in ("steps", "batch_size", "lr", "seed", "seconds", "steps_per_second")}
-            | {"val_AP": (v.get("val") or {}).get("AP")}
+            | {"position_loss": v.get("position_loss", 0.0), "val_AP": (v.get("val") or {}).get("AP")}
             for s, v in stages.items()
         },
         "total_seconds": round(sum(v["seconds"] for v in stages.values()), 1),
