@@ -1,10 +1,10 @@
-"""The position probe of the refiner's inputs (``analysis/input_probe.py``)."""
+"""The position probe of the refiner's inputs (``training/input_probe.py``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from dvis_attn_pl.analysis.input_probe import TrackInputs, collect_track_inputs, decodability
+from dvis_attn_pl.training.input_probe import TrackInputs, collect_track_inputs, decodability
 
 
 def _tracks(encode_position: bool, seed: int = 0, videos: int = 10, frames: int = 20) -> list[TrackInputs]:

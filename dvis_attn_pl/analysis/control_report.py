@@ -81,9 +81,7 @@ def _r2_cell(values: list[float] | None) -> str:
 
 
 def probe_lines(probes: dict[str, dict]) -> list[str]:
-    """The report's section on what the refiner can see (``analysis.input_probe.decodability`` per model)."""
-    from .input_probe import SOURCES
-
+    """The report's section on what the refiner can see (``training.input_probe.decodability`` per model)."""
     first = next(iter(probes.values()))
     lines = ["", "## What the refiner can see (position probe)", "",
              "The refiner decides the class from each track's per-frame instance queries and, through",
@@ -91,14 +89,13 @@ def probe_lines(probes: dict[str, dict]) -> list[str]:
              "A ridge regression from each to the fish's mask centroid (and from its change over",
              f"{first['lag']} frames to the fish's displacement over them), cross-validated over videos, says",
              "whether a trajectory is there to be read: held-out R^2 1 = exact, 0 = no better than the mean",
-             "(`dvis_attn_pl/analysis/input_probe.py`). A linear read-out is a lower bound: a low R^2 says the",
+             "(`dvis_attn_pl/training/input_probe.py`). A linear read-out is a lower bound: a low R^2 says the",
              "trajectory is not simply there, not that no refiner could compute it.", "",
              "| model | input | tracks (videos) | frames | position R^2 x / y | displacement R^2 dx / dy |",
              "|---|---|---|---|---|---|"]
     for name, p in probes.items():
-        for source, title in SOURCES.items():
-            row = p["sources"][source]
-            lines.append(f"| {name} | {title} | {p['tracks']} ({p['videos']}) | {row['frames']} "
+        for row in p["sources"].values():
+            lines.append(f"| {name} | {row['title']} | {p['tracks']} ({p['videos']}) | {row['frames']} "
                          f"| {_r2_cell(row['position_r2'])} | {_r2_cell(row['displacement_r2'])} |")
     return lines
 
@@ -108,7 +105,7 @@ def render_report(
     split: str = "the synthetic val split", probes: dict[str, dict] | None = None,
 ) -> str:
     """Markdown for ``runs`` (``trained`` required; ``random`` and ``control`` optional) and the
-    position ``probes`` of :mod:`dvis_attn_pl.analysis.input_probe` (per model, optional)."""
+    position ``probes`` of :mod:`dvis_attn_pl.training.input_probe` (per model, optional)."""
     trained = runs["trained"]
     labels = sorted({k for c in trained["classes"].values() for k in c["interventions"]})
     goals = goal_summary(trained)

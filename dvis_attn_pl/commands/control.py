@@ -92,10 +92,10 @@ def run_control(args: argparse.Namespace) -> int:
 
 
 def _position_probes(args: argparse.Namespace) -> dict[str, dict]:
-    """What the trained model's refiner can see (:mod:`dvis_attn_pl.analysis.input_probe`). The control
+    """What the trained model's refiner can see (:mod:`dvis_attn_pl.training.input_probe`). The control
     model shares its segmenter and tracker, so its refiner sees the same inputs."""
-    from ..analysis.input_probe import probe_weights
     from ..data.synthetic import ensure_synthetic_dataset
+    from ..training.input_probe import probe_weights
     from ..weights import SHIPPED_WEIGHTS
 
     json_path = args.data_json or ensure_synthetic_dataset() / "valid.json"

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.position import mask_centroids
+from .position import mask_centroids
 
 __all__ = ["SOURCES", "TrackInputs", "collect_track_inputs", "decodability", "probe_weights"]
 
@@ -173,11 +173,12 @@ def decodability(tracks: list[TrackInputs], folds: int = 5, alpha: float = 10.0,
     """Held-out R^2 of position (x, y) and of the displacement over ``lag`` frames (dx, dy), decoded
     linearly from each kind of refiner input (ridge ``alpha`` on standardised inputs; ``folds``
     video folds). Per source in ``SOURCES``: ``position_r2``, ``displacement_r2`` (None with fewer
-    than two videos) and ``frames`` (the position rows)."""
+    than two videos), ``frames`` (the position rows) and ``title``."""
     by_source = {}
     for source in SOURCES:
         pos = _rows(tracks, source, 0)
         by_source[source] = {
+            "title": SOURCES[source],
             "position_r2": _heldout_r2(*pos, folds, alpha),
             "displacement_r2": _heldout_r2(*_rows(tracks, source, lag), folds, alpha),
             "frames": int(len(pos[0])),
@@ -199,7 +200,7 @@ def probe_weights(weights: Path, json_path: Path, config: str = "tiny_fish", max
     from ..data.ytvis_json import load_ytvis_json
     from ..model.build import build_model
     from ..model.checkpoint import load_state_strict, read_checkpoint
-    from ..training.data import load_training_videos
+    from .data import load_training_videos
 
     cfg = load_config(config_path(config))
     model = build_model(cfg).eval()
