@@ -34,16 +34,18 @@ LATENCY_S = 30  # from the fault to the end of the whole job (measured: about 0.
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> dict[str, Path]:
     """Four short videos; and copies of their json where video 1 or 2 is 20x longer (frames repeated),
-    so that with ``--max-videos 4`` rank 0 (videos 1, 3) or rank 1 (videos 2, 4) is the slow one."""
+    so that with ``--max-videos 4`` rank 0 (videos 1, 3) or rank 1 (videos 2, 4) is the slow one;
+    ``rank0_slowest``: video 1 is 80x longer, for a stop signal that must land while rank 0 still works
+    (at 20x its long video ends about 1 s after rank 1's last one, too close on a loaded machine)."""
     base = tmp_path_factory.mktemp("ddp") / "set"
     write_synthetic_dataset(base, num_videos=4, height=64, width=96, min_frames=4, max_frames=7)
     sets = {"short": base / "valid.json"}
-    for rank, video_id in ((0, 1), (1, 2)):
+    for name, video_id, factor in (("rank0_slow", 1, 20), ("rank1_slow", 2, 20), ("rank0_slowest", 1, 80)):
         data = json.loads((base / "valid.json").read_text())
-        _stretch(data, video_id, 20)
-        path = base.parent / f"rank{rank}_slow.json"
+        _stretch(data, video_id, factor)
+        path = base.parent / f"{name}.json"
         path.write_text(json.dumps(data))
-        sets[f"rank{rank}_slow"] = path
+        sets[name] = path
     sets["frames"] = base / "JPEGImages"
     return sets
 
@@ -250,7 +252,7 @@ def test_stop_signal_stops_the_run_and_it_resumes(videos, tmp_path, devices, sig
     env.pop("DVIS_ATTN_PL_RUN_DIR", None)
     env.pop(FAULT_ENV, None)
     args = [
-        sys.executable, "-m", "dvis_attn_pl", "test", "--data", str(videos["rank0_slow"]),
+        sys.executable, "-m", "dvis_attn_pl", "test", "--data", str(videos["rank0_slowest"]),
         "--frames", str(videos["frames"]), "--out", str(out), "--devices", devices, "--accelerator", "cpu",
         "--max-videos", "4", "--capture", "none", *SMALL,
     ]  # fmt: skip
