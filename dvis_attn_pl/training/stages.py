@@ -66,8 +66,7 @@ def segmenter_losses(model, clips: list[Clip], w: LossWeights, position_head=Non
             terms = set_losses(logits[b], masks[b], rows, cols, labels, tgt, empty_weight, n_obj)
             terms["loss_ce"] = terms["loss_ce"] / len(targets)
             if position_head is not None and not prefix:
-                queries = frame_queries[b]
-                terms["loss_position"] = position_loss(position_head, queries, rows, tgt, cols, n_obj)
+                terms["loss_position"] = position_loss(position_head, frame_queries[b], rows, tgt, cols, n_obj)
             _accumulate(losses, terms, prefix)
     return losses
 
