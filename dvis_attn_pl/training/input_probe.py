@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..analysis.compare_runs import temporal_mask_iou
 from .position import mask_centroids
 
 __all__ = ["SOURCES", "TrackInputs", "collect_track_inputs", "decodability", "probe_weights"]
@@ -67,14 +68,6 @@ def _frame_queries(model, feats, target: torch.Tensor, min_iou: float) -> tuple[
     return picked.transpose(0, 1), (best >= min_iou).T
 
 
-def _video_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Video mask IoU (n, m) of binary ``pred`` (n, T, h, w) and ``target`` (m, T, h, w)."""
-    p = pred.flatten(1).float()
-    g = target.flatten(1).float()
-    inter = p @ g.T
-    return inter / (p.sum(1)[:, None] + g.sum(1)[None] - inter).clamp(min=1.0)
-
-
 def _tracker_masks(tracker, embeds: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
     """Binary masks (N, T, h, w) of the instance rows ``embeds`` (N, T, C) decoded by the tracker's own
     mask head on the video's ``mask_features`` (T, C, h, w): the tracks as the tracker made them."""
@@ -97,7 +90,7 @@ def collect_track_inputs(model, videos, min_iou: float = 0.5) -> list[TrackInput
         masks = _tracker_masks(model.tracker, instances.embeds, feats.mask_features)
         target = video.masks.float()
         h, w = min(masks.shape[-2], target.shape[-2]), min(masks.shape[-1], target.shape[-1])
-        iou = _video_iou(masks[..., :h, :w].cpu(), target[..., :h, :w] > 0.5)
+        iou = torch.from_numpy(temporal_mask_iou(masks[..., :h, :w].cpu().numpy(), (target[..., :h, :w] > 0.5).numpy()))
         best, rows = iou.max(dim=0)
         embeds = instances.embeds.float().cpu()
         frame_queries, found = _frame_queries(model, feats, target > 0.5, min_iou)
