@@ -111,6 +111,31 @@ def test_stage_loss_is_finite_and_falls_on_a_fixed_batch(stage, train_set):
         assert changed and all(k.startswith(stage) for k in changed), sorted(changed)[:5]
 
 
+@pytest.mark.parametrize(("stage", "shuffle"), [("tracker", False), ("refiner", True)])
+def test_segmenter_cache_gives_the_losses_of_running_the_segmenter(stage, shuffle, train_set):
+    from dvis_attn_pl.training.segmenter_cache import SegmenterCache
+
+    cfg = load_config(config_path("tiny_cpu"), overrides=["INPUT.MIN_SIZE_TEST", "64"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    videos = load_training_videos(load_ytvis_json(train_set / "valid.json"), train_set / "JPEGImages", cfg)
+    clip_frames = {"tracker": 3, "refiner": 5}[stage]
+    samples = ClipSamples(videos, 6, clip_frames, 2, seed=0, shuffle_frames=shuffle)
+    batch = collate_clips([samples[i] for i in range(2)])
+    assert {c.source.flip for c in batch} == {False, True}  # both mirrorings are looked up
+    weights = LossWeights.from_cfg(cfg)
+    cache = SegmenterCache(videos)
+    cached = STAGE_LOSSES[stage](model, batch, weights, None, cache)
+    needed = {(c.source.video, c.source.flip, int(f)) for c in batch for f in c.source.frames}
+    assert len(cache) == len(needed)  # each needed frame computed once, no other
+    again = STAGE_LOSSES[stage](model, batch, weights, None, cache)  # served from the cache
+    direct = STAGE_LOSSES[stage](model, batch, weights)
+    assert cached.keys() == direct.keys() and float(direct["loss_mask"].detach()) > 0  # real losses, not the empty fallback
+    for k in direct:  # float16 storage: equal to the precision of the stored features
+        assert torch.equal(cached[k], again[k])
+        assert torch.allclose(cached[k], direct[k], rtol=2e-2, atol=2e-3), (k, cached[k], direct[k])
+
+
 def test_mask_centroids_are_the_mass_centres():
     masks = torch.zeros(3, 4, 8)
     masks[0, 1, 2] = 1.0  # one cell: its centre

@@ -158,15 +158,23 @@ class DVISDAQOffline(DVISDAQOnline):
         else:
             self.tracker.inference(window, start_frame, resume=resume)
 
-    def run_windows(self, video: VideoInput) -> VideoFeatures:
-        """Segmenter then tracker over every window, keeping the whole-video features."""
+    def run_windows(self, video: VideoInput, segmented: TrackerWindow | None = None) -> VideoFeatures:
+        """Segmenter then tracker over every window, keeping the whole-video features.
+
+        ``segmented``: the segmenter's outputs for all of the video's frames, already computed (a
+        frozen segmenter in training); the tracker then runs on its windows without the segmenter."""
         self.capture_context.reset(video.video_id, video.num_frames)
+        if segmented is not None and segmented.num_frames != video.num_frames:
+            raise ValueError(f"segmented has {segmented.num_frames} frames, the video {video.num_frames}")
         store = self.device if self.mask_feature_device is None else torch.device(self.mask_feature_device)
         feats: VideoFeatures | None = None
         for w, start, end in self.windows(video.num_frames):
-            seg_out = self.run_segmenter(video, w, start, end)
-            window = self.tracker_window(seg_out)
-            del seg_out
+            if segmented is None:
+                seg_out = self.run_segmenter(video, w, start, end)
+                window = self.tracker_window(seg_out)
+                del seg_out
+            else:
+                window = segmented.select(slice(start, end))
             if feats is None:
                 feats = self._allocate_features(window, video.num_frames, store)
             feats.frame_embeds[start:end] = window.frame_embeds
@@ -188,10 +196,13 @@ class DVISDAQOffline(DVISDAQOnline):
         )
 
     # ------------------------------------------------------------------ instances
-    def common_inference(self, video: VideoInput) -> tuple[VideoFeatures, RefinerInstances]:
+    def common_inference(
+        self, video: VideoInput, segmented: TrackerWindow | None = None
+    ) -> tuple[VideoFeatures, RefinerInstances]:
         """Windows, sequence collection, top-k sequences and naive-link padding (official
-        ``common_inference``). Ends the tracker's call (dead sequences are released)."""
-        feats = self.run_windows(video)
+        ``common_inference``). Ends the tracker's call (dead sequences are released).
+        ``segmented``: precomputed segmenter outputs of every frame (see :meth:`run_windows`)."""
+        feats = self.run_windows(video, segmented)
         memory = self.tracker.memory
         collected = memory.collect(video.first_frame, video.num_frames, self.noise_frame_num)
         try:

@@ -9,7 +9,7 @@ and under DDP each rank draws different indices of the same sequence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,15 @@ class TrainVideo:
         return int(self.frames.shape[0])
 
 
+@dataclass(frozen=True)
+class ClipSource:
+    """Where a clip's frames come from: which training video, which of its frames, mirrored or not."""
+
+    video: int  # index into the list of training videos
+    frames: torch.Tensor  # (t,) int64 frame indices, in the clip's order
+    flip: bool
+
+
 @dataclass
 class Clip:
     """Consecutive frames of one video and its objects' targets over them."""
@@ -49,6 +58,7 @@ class Clip:
     padded: tuple[int, int]
     masks: torch.Tensor  # (N, t, hm, wm) float32 soft targets (objects absent from the clip removed)
     labels: torch.Tensor  # (N,) int64
+    source: ClipSource | None = None  # None: frames not drawn from a list of training videos
 
     def present(self) -> torch.Tensor:
         """(N, t) bool: where each object has at least one pixel."""
@@ -99,8 +109,9 @@ def load_training_videos(data: YTVISData, frames_root: Path, cfg) -> list[TrainV
     return videos
 
 
-def clip_of(video: TrainVideo, start: int, length: int, flip: bool) -> Clip:
-    """Frames ``[start, start+length)`` of ``video`` (mirrored left-right when ``flip``)."""
+def clip_of(video: TrainVideo, start: int, length: int, flip: bool, index: int | None = None) -> Clip:
+    """Frames ``[start, start+length)`` of ``video`` (mirrored left-right when ``flip``); ``index``:
+    the video's place in the training list, recorded as the clip's :class:`ClipSource`."""
     frames = video.frames[start : start + length]
     masks = video.masks[:, start : start + length].float()
     keep = masks.flatten(1).amax(dim=1) > 0
@@ -109,7 +120,8 @@ def clip_of(video: TrainVideo, start: int, length: int, flip: bool) -> Clip:
         frames = frames.flip(-1)
         w_cells = -(-frames.shape[-1] // MASK_STRIDE)
         masks = torch.cat([masks[..., :w_cells].flip(-1), masks[..., w_cells:]], dim=-1)
-    return Clip(frames=frames, padded=video.padded, masks=masks, labels=labels)
+    source = None if index is None else ClipSource(index, torch.arange(start, start + length), flip)
+    return Clip(frames=frames, padded=video.padded, masks=masks, labels=labels, source=source)
 
 
 class ClipSamples(Dataset):
@@ -139,13 +151,15 @@ class ClipSamples(Dataset):
         rng = np.random.default_rng([self.seed, index])
         clips = []
         for _ in range(self.clips_per_sample):
-            video = self.videos[int(rng.integers(len(self.videos)))]
+            index = int(rng.integers(len(self.videos)))
+            video = self.videos[index]
             length = min(self.clip_frames, video.num_frames)
             start = int(rng.integers(video.num_frames - length + 1))
-            clip = clip_of(video, start, length, flip=bool(rng.random() < 0.5))
+            clip = clip_of(video, start, length, flip=bool(rng.random() < 0.5), index=index)
             if self.shuffle_frames:
                 order = torch.as_tensor(rng.permutation(length))
-                clip = Clip(frames=clip.frames[order], padded=clip.padded, masks=clip.masks[:, order], labels=clip.labels)
+                source = replace(clip.source, frames=clip.source.frames[order])
+                clip = Clip(clip.frames[order], clip.padded, clip.masks[:, order], clip.labels, source)
             clips.append(clip)
         return clips
 

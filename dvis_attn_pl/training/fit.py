@@ -167,6 +167,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
     from ..run.runner import _parse_devices, quiet_lightning
     from .data import ClipSamples, load_training_videos
     from .module import FitData, FitModule, LossProgressBar
+    from .segmenter_cache import SegmenterCache
 
     defaults = STAGE_DEFAULTS[stage]
     max_steps = opt.max_steps or defaults.max_steps
@@ -203,6 +204,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         contiguous_to_dataset_id=val_data.contiguous_to_dataset_id,
         metric=metric,
         position_weight=position_weight,
+        segmenter_cache=None if stage == "segmenter" else SegmenterCache(videos),
     )
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # eval mode on purpose

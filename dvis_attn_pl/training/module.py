@@ -16,6 +16,7 @@ from ..results import to_ytvis_records
 from .data import ClipSamples, collate_clips
 from .losses import LossWeights, weighted_total
 from .position import PositionHead
+from .segmenter_cache import SegmenterCache
 from .stages import STAGE_LOSSES
 
 # The children each stage trains; everything else is frozen.
@@ -55,6 +56,7 @@ class FitModule(L.LightningModule):
         metric: nn.Module | None = None,
         warmup: int = 50,
         position_weight: float = 0.0,
+        segmenter_cache: SegmenterCache | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -68,6 +70,7 @@ class FitModule(L.LightningModule):
         self.metric = metric
         self.val_results: dict | None = None
         self.params = trainable_parameters(model, stage)
+        self.segmenter_cache = segmenter_cache  # the frozen segmenter's outputs (tracker, refiner stages)
         # training-only: not part of ``self.model``, so the exported weights keep the official keys
         self.position_head = None
         if position_weight > 0 and stage != "refiner":
@@ -89,7 +92,9 @@ class FitModule(L.LightningModule):
         self._set_modes()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        losses = STAGE_LOSSES[self.stage](self.model, batch, self.weights, self.position_head)
+        losses = STAGE_LOSSES[self.stage](
+            self.model, batch, self.weights, self.position_head, self.segmenter_cache
+        )
         total = weighted_total(losses, self.weights)
         self.log_dict({f"train_{self.stage}/{k}": v.detach() for k, v in losses.items()}, on_step=True)
         self.log(f"train_{self.stage}/loss", total.detach(), on_step=True, prog_bar=False)

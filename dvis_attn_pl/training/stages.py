@@ -22,6 +22,7 @@ from ..model.tracker import foreground_score
 from .data import Clip
 from .losses import LossWeights, hungarian_match, set_losses
 from .position import position_loss
+from .segmenter_cache import SegmenterCache, segment_clip
 
 Losses = dict[str, torch.Tensor]
 
@@ -37,9 +38,11 @@ def _num_objects(count: int) -> float:
 
 
 # ----------------------------------------------------------------------------- segmenter
-def segmenter_losses(model, clips: list[Clip], w: LossWeights, position_head=None) -> Losses:
+def segmenter_losses(model, clips: list[Clip], w: LossWeights, position_head=None, cache=None) -> Losses:
     """Mask2Former losses on the first frame of every clip (a batch of single frames); with a
-    ``position_head``, also ``loss_position`` of the last layer's matched queries."""
+    ``position_head``, also ``loss_position`` of the last layer's matched queries. ``cache`` is
+    accepted for a uniform signature: the segmenter being trained cannot be cached."""
+    del cache
     frames = [c.frames[0] for c in clips]
     padded = (max(c.padded[0] for c in clips), max(c.padded[1] for c in clips))
     out = model.sem_seg_head(model.backbone(model.preprocess(frames, padded)), return_aux=True)
@@ -83,16 +86,18 @@ def _tracker_layers(tracker, out, frame_embeds, frame_pos=None, query_pos=None) 
     return torch.stack(outs)[:, :, 0]
 
 
-def tracker_losses(model, clips: list[Clip], w: LossWeights, position_head=None) -> Losses:
-    """DAQ tracker losses over each clip, frame by frame (segmenter frozen); with a ``position_head``,
-    also ``loss_position`` of the last layer's matched outputs (what the refiner receives)."""
+def tracker_losses(
+    model, clips: list[Clip], w: LossWeights, position_head=None, cache: SegmenterCache | None = None
+) -> Losses:
+    """DAQ tracker losses over each clip, frame by frame (segmenter frozen, its outputs from ``cache``
+    when given); with a ``position_head``, also ``loss_position`` of the last layer's matched
+    outputs (what the refiner receives)."""
     tracker = model.tracker
     empty_weight = model.daq_criterion.empty_weight
     losses: Losses = {}
     n_obj = _num_objects(sum(int(c.present().sum()) for c in clips))
     for clip in clips:
-        with torch.no_grad():
-            window = model.tracker_window(model.sem_seg_head(model.backbone(model.preprocess(clip.frames, clip.padded))))
+        window = segment_clip(model, clip, cache)
         _accumulate(losses, _track_clip(tracker, window, clip, empty_weight, w, n_obj, position_head))
     return losses
 
@@ -175,8 +180,11 @@ def _track_clip(tracker, window, clip: Clip, empty_weight, w: LossWeights, n_obj
 
 
 # ----------------------------------------------------------------------------- refiner
-def refiner_losses(model, clips: list[Clip], w: LossWeights, position_head=None) -> Losses:
-    """Refiner losses with clip-level Hungarian matching (segmenter and tracker frozen).
+def refiner_losses(
+    model, clips: list[Clip], w: LossWeights, position_head=None, cache: SegmenterCache | None = None
+) -> Losses:
+    """Refiner losses with clip-level Hungarian matching (segmenter and tracker frozen; the
+    segmenter's outputs from ``cache`` when given).
 
     ``position_head`` is accepted for a uniform signature; the refiner stage has no position loss."""
     del position_head
@@ -185,8 +193,9 @@ def refiner_losses(model, clips: list[Clip], w: LossWeights, position_head=None)
     n_obj = _num_objects(sum(int(c.labels.numel()) for c in clips))
     for clip in clips:
         video = VideoInput.from_batched_inputs([{"image": list(clip.frames)}], model.size_divisibility)
+        segmented = segment_clip(model, clip, cache) if cache is not None and clip.source is not None else None
         with torch.no_grad():
-            feats, instances = model.common_inference(video)
+            feats, instances = model.common_inference(video, segmented)
         if len(instances) <= 1:
             continue
         refined = model.refiner(

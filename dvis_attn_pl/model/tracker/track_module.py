@@ -96,6 +96,16 @@ class TrackerWindow:
     def num_frames(self) -> int:
         return int(self.frame_embeds.shape[0])
 
+    def select(self, frames: torch.Tensor | slice) -> TrackerWindow:
+        """The window of the frames ``frames`` (indices or a slice, in the order given)."""
+        return TrackerWindow(
+            frame_embeds=self.frame_embeds[frames],
+            mask_features=self.mask_features[frames],
+            seg_logits=self.seg_logits[frames],
+            seg_masks=self.seg_masks[frames],
+            seg_query_feat=self.seg_query_feat,
+        )
+
 
 def foreground_score(logits: torch.Tensor) -> torch.Tensor:
     """Max softmax probability over the non-background classes (last class = background)."""
