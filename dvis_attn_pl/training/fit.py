@@ -167,7 +167,6 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
     from ..run.runner import _parse_devices, quiet_lightning
     from .data import ClipSamples, load_training_videos
     from .module import FitData, FitModule, LossProgressBar
-    from .segmenter_cache import SegmenterCache
 
     defaults = STAGE_DEFAULTS[stage]
     max_steps = opt.max_steps or defaults.max_steps
@@ -204,7 +203,7 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         contiguous_to_dataset_id=val_data.contiguous_to_dataset_id,
         metric=metric,
         position_weight=position_weight,
-        segmenter_cache=None if stage == "segmenter" else SegmenterCache(videos),
+        segmenter_cache=_segmenter_cache(stage, videos, model, defaults.clip_frames),
     )
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # eval mode on purpose
@@ -248,6 +247,8 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
     if module.val_results is None:  # a resumed stage can end mid-pass, before the epoch-end validation
         trainer.validate(module, datamodule=data, verbose=False)
     seconds = time.time() - started
+    if module.segmenter_cache is not None:
+        module.segmenter_cache.clear()  # its rows (GBs) must not outlive the stage
     summary = {
         "stage": stage,
         "steps": int(trainer.global_step),
@@ -269,6 +270,16 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
         ap = summary["val"].get("AP") if summary["val"] else None
         _log(f"fit {stage}: {summary['steps']} steps in {seconds:.0f} s, val AP {ap}; weights {stage_weights(opt.out, stage)}")
     return summary
+
+
+def _segmenter_cache(stage: str, videos, model, clip_frames: int):
+    """The frozen segmenter's outputs for the tracker and refiner stages, batched as each stage
+    batches them (the tracker: a whole clip; the refiner: the model's inference windows)."""
+    from .segmenter_cache import SegmenterCache
+
+    if stage == "segmenter":
+        return None
+    return SegmenterCache(videos, chunk=clip_frames if stage == "tracker" else model.window_size)
 
 
 def _strategy(name: str, devices) -> str:

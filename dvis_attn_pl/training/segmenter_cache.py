@@ -1,11 +1,12 @@
-"""The frozen segmenter's outputs, computed once per training frame and reused by every clip.
+"""The frozen segmenter's outputs, kept per training frame and reused by every clip.
 
 In the tracker and refiner stages the segmenter is frozen (eval mode, no gradient), and it treats
 every frame on its own, so the outputs for a frame never change during the stage. Running it again
 for every clip cost most of those stages' time (about 85 % of a refiner step on 2 CPU cores). This
-cache runs it once per frame and mirroring, the first time a clip holds that frame, and every
-clip takes its frames' rows. The stored features are float16 (half the memory; the
-tracker and refiner see them cast back to float32), on the model's device.
+cache keeps each frame's outputs (per mirroring) from the first clip that holds it, and every
+clip takes its frames' rows, batched exactly as the stage batches them without the cache. The rows keep the model's dtype and live on its device, so a step
+computes what it would have computed without the cache (on the 2-core CPU machine the losses are
+bit-identical, and so are the trained weights).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from .data import Clip, TrainVideo
 
 __all__ = ["SegmenterCache", "segment_clip"]
 
-_STORED = torch.float16
-
 
 def _segment(model, frames: torch.Tensor, padded: tuple[int, int]) -> TrackerWindow:
     with torch.no_grad():
@@ -26,56 +25,80 @@ def _segment(model, frames: torch.Tensor, padded: tuple[int, int]) -> TrackerWin
 
 
 class SegmenterCache:
-    """Per training video and mirroring, the frozen segmenter's outputs of every frame computed so far."""
+    """Per training video and mirroring, the frozen segmenter's outputs of the frames held so far.
 
-    def __init__(self, videos: list[TrainVideo]) -> None:
+    ``chunk``: how many frames the stage segments in one batch without the cache (the tracker stage:
+    its clip length; the refiner stage: the model's window size, as ``run_windows`` does). A clip is
+    split the same way; a chunk of that size is taken from the cache or segmented and kept, and a
+    shorter chunk (a clip's or short video's tail) is segmented every time. CPU kernels are chosen by
+    the batch's shape, so a frame segmented in a batch of another size would differ in the last bits
+    (about 1e-6), which a training run amplifies; done so, a stage computes bit for bit what it
+    computed without the cache."""
+
+    def __init__(self, videos: list[TrainVideo], chunk: int) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.videos = videos
+        self.chunk = chunk
         self._windows: dict[tuple[int, bool], TrackerWindow] = {}
-        self._done: dict[tuple[int, bool], torch.Tensor] = {}  # (T,) bool: rows computed
+        self._done: dict[tuple[int, bool], torch.Tensor] = {}  # (T,) bool: rows held
 
     def __len__(self) -> int:
-        """Frames computed so far (over all videos and mirrorings)."""
+        """Frames held (over all videos and mirrorings)."""
         return int(sum(int(d.sum()) for d in self._done.values()))
 
-    def _fill(self, model, index: int, flip: bool, frames: torch.Tensor) -> TrackerWindow:
-        """The video's stored window, after computing those of ``frames`` not computed yet."""
+    def clear(self) -> None:
+        """Drop every stored row (a stage's end: the next stage's segmenter may differ)."""
+        self._windows.clear()
+        self._done.clear()
+
+    def _chunk(self, model, index: int, flip: bool, frames: torch.Tensor) -> TrackerWindow:
+        """The outputs of ``frames`` (one chunk), from the cache where it holds all of them."""
         key = (index, flip)
         done = self._done.get(key)
-        missing = frames if done is None else frames[~done[frames]]
-        missing = torch.unique(missing)  # sorted, each frame once
-        if missing.numel():
-            video = self.videos[index]
-            images = video.frames[missing]
-            w = _segment(model, images.flip(-1) if flip else images, video.padded)
+        if done is not None and bool(done[frames].all()):
+            return self._windows[key].select(frames)
+        video = self.videos[index]
+        images = video.frames[frames]
+        w = _segment(model, images.flip(-1) if flip else images, video.padded)
+        if len(frames) == self.chunk:
             if done is None:
                 self._windows[key] = _empty_like(w, video.num_frames)
                 done = self._done[key] = torch.zeros(video.num_frames, dtype=torch.bool)
             stored = self._windows[key]
-            rows = missing.to(stored.frame_embeds.device)
+            new = ~done[frames]  # keep the rows held already as they are
+            src, dst = torch.nonzero(new).flatten(), frames[new]
+            device = stored.frame_embeds.device
             for name in ("frame_embeds", "mask_features", "seg_logits", "seg_masks"):
-                getattr(stored, name)[rows] = getattr(w, name).to(_STORED)
-            done[missing] = True
-        return self._windows[key]
+                getattr(stored, name)[dst.to(device)] = getattr(w, name)[src.to(device)]
+            done[dst] = True
+        return w
 
     def window(self, model, clip: Clip) -> TrackerWindow:
-        """The segmenter's outputs for ``clip``'s frames, in the clip's frame order (float32)."""
+        """The segmenter's outputs for ``clip``'s frames, in the clip's frame order."""
         source = clip.source
         if source is None:
             raise ValueError("a clip without a source cannot be looked up; use segment_clip")
-        w = self._fill(model, source.video, source.flip, source.frames).select(source.frames)
-        dtype = w.seg_query_feat.dtype
-        return TrackerWindow(
-            frame_embeds=w.frame_embeds.to(dtype),
-            mask_features=w.mask_features.to(dtype),
-            seg_logits=w.seg_logits.to(dtype),
-            seg_masks=w.seg_masks.to(dtype),
-            seg_query_feat=w.seg_query_feat,
-        )
+        parts = [
+            self._chunk(model, source.video, source.flip, source.frames[start : start + self.chunk])
+            for start in range(0, len(source.frames), self.chunk)
+        ]
+        return parts[0] if len(parts) == 1 else _concat(parts)
+
+
+def _concat(parts: list[TrackerWindow]) -> TrackerWindow:
+    return TrackerWindow(
+        frame_embeds=torch.cat([p.frame_embeds for p in parts]),
+        mask_features=torch.cat([p.mask_features for p in parts]),
+        seg_logits=torch.cat([p.seg_logits for p in parts]),
+        seg_masks=torch.cat([p.seg_masks for p in parts]),
+        seg_query_feat=parts[0].seg_query_feat,
+    )
 
 
 def _empty_like(w: TrackerWindow, num_frames: int) -> TrackerWindow:
     def rows(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros((num_frames, *x.shape[1:]), dtype=_STORED, device=x.device)
+        return torch.zeros((num_frames, *x.shape[1:]), dtype=x.dtype, device=x.device)
 
     return TrackerWindow(
         frame_embeds=rows(w.frame_embeds),
