@@ -4,12 +4,15 @@ In the tracker and refiner stages the segmenter is frozen (eval mode, no gradien
 every frame on its own, so the outputs for a frame never change during the stage. Running it again
 for every clip cost most of those stages' time (about 85 % of a refiner step on 2 CPU cores). This
 cache keeps each frame's outputs (per mirroring) from the first clip that holds it, and every
-clip takes its frames' rows, batched exactly as the stage batches them without the cache. The rows keep the model's dtype and live on its device, so a step
-computes what it would have computed without the cache (on the 2-core CPU machine the losses are
-bit-identical, and so are the trained weights).
+clip takes its frames' rows, batched exactly as the stage batches them without the cache. The rows
+keep the model's dtype and live on its device, so a step computes what it would have computed
+without the cache (on the 2-core CPU machine the losses are bit-identical, and so are the trained
+weights).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
@@ -69,7 +72,7 @@ class SegmenterCache:
             new = ~done[frames]  # keep the rows held already as they are
             src, dst = torch.nonzero(new).flatten(), frames[new]
             device = stored.frame_embeds.device
-            for name in ("frame_embeds", "mask_features", "seg_logits", "seg_masks"):
+            for name in TrackerWindow.PER_FRAME:
                 getattr(stored, name)[dst.to(device)] = getattr(w, name)[src.to(device)]
             done[dst] = True
         return w
@@ -87,26 +90,11 @@ class SegmenterCache:
 
 
 def _concat(parts: list[TrackerWindow]) -> TrackerWindow:
-    return TrackerWindow(
-        frame_embeds=torch.cat([p.frame_embeds for p in parts]),
-        mask_features=torch.cat([p.mask_features for p in parts]),
-        seg_logits=torch.cat([p.seg_logits for p in parts]),
-        seg_masks=torch.cat([p.seg_masks for p in parts]),
-        seg_query_feat=parts[0].seg_query_feat,
-    )
+    return replace(parts[0], **{name: torch.cat([getattr(p, name) for p in parts]) for name in TrackerWindow.PER_FRAME})
 
 
 def _empty_like(w: TrackerWindow, num_frames: int) -> TrackerWindow:
-    def rows(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros((num_frames, *x.shape[1:]), dtype=x.dtype, device=x.device)
-
-    return TrackerWindow(
-        frame_embeds=rows(w.frame_embeds),
-        mask_features=rows(w.mask_features),
-        seg_logits=rows(w.seg_logits),
-        seg_masks=rows(w.seg_masks),
-        seg_query_feat=w.seg_query_feat,
-    )
+    return w.per_frame(lambda x: x.new_zeros((num_frames, *x.shape[1:])))
 
 
 def segment_clip(model, clip: Clip, cache: SegmenterCache | None = None) -> TrackerWindow:

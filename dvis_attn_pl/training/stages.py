@@ -193,7 +193,7 @@ def refiner_losses(
     n_obj = _num_objects(sum(int(c.labels.numel()) for c in clips))
     for clip in clips:
         video = VideoInput.from_batched_inputs([{"image": list(clip.frames)}], model.size_divisibility)
-        segmented = segment_clip(model, clip, cache) if cache is not None and clip.source is not None else None
+        segmented = None if cache is None or clip.source is None else cache.window(model, clip)
         with torch.no_grad():
             feats, instances = model.common_inference(video, segmented)
         if len(instances) <= 1:

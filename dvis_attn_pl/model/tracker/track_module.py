@@ -12,7 +12,9 @@ pass ``DIS_FG_THRESHOLD``). Bookkeeping lives in :class:`~.sequence.SequenceMemo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -96,15 +98,16 @@ class TrackerWindow:
     def num_frames(self) -> int:
         return int(self.frame_embeds.shape[0])
 
+    # the fields with one row per frame (``seg_query_feat`` is shared by all frames)
+    PER_FRAME: ClassVar[tuple[str, ...]] = ("frame_embeds", "mask_features", "seg_logits", "seg_masks")
+
+    def per_frame(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TrackerWindow:
+        """This window with ``fn`` applied to every per-frame field."""
+        return replace(self, **{name: fn(getattr(self, name)) for name in self.PER_FRAME})
+
     def select(self, frames: torch.Tensor | slice) -> TrackerWindow:
         """The window of the frames ``frames`` (indices or a slice, in the order given)."""
-        return TrackerWindow(
-            frame_embeds=self.frame_embeds[frames],
-            mask_features=self.mask_features[frames],
-            seg_logits=self.seg_logits[frames],
-            seg_masks=self.seg_masks[frames],
-            seg_query_feat=self.seg_query_feat,
-        )
+        return self.per_frame(lambda x: x[frames])
 
 
 def foreground_score(logits: torch.Tensor) -> torch.Tensor:
