@@ -63,3 +63,33 @@ def test_collect_track_inputs_on_the_shipped_model():
         assert np.all((t.centre >= 0) & (t.centre <= 1)) and t.present.any()
         assert t.frame_queries.shape == t.embeds.shape and t.frame_found.shape == (frames,)
         assert t.frame_found.any() and not (t.frame_found & ~t.present).any()  # found only where visible
+
+
+def _moving_tracks(encode_position: bool, videos: int = 24, frames: int = 20) -> list[TrackInputs]:
+    """Three classes that differ only in motion: still, travelling in x, bobbing in y."""
+    rng = np.random.default_rng(3)
+    mixing = rng.normal(size=(2, 16))
+    t = np.arange(frames)[:, None]
+    tracks = []
+    for v in range(videos):
+        label = v % 3
+        start = rng.uniform(0.3, 0.7, size=2)
+        path = [np.zeros((frames, 2)), np.hstack([0.02 * t, 0 * t]), np.hstack([0 * t, 0.1 * np.sin(t / 2.0)])][label]
+        centre = start + path + rng.normal(0, 0.003, size=(frames, 2))
+        noise = rng.normal(size=(frames, 16))
+        embeds = centre @ mixing * 5 + 0.01 * noise if encode_position else noise
+        present = np.ones(frames, bool)
+        tracks.append(TrackInputs(v, label, embeds, centre, present, rng.normal(size=(frames, 16)), present))
+    return tracks
+
+
+def test_trajectory_separability_reads_motion_only_where_the_inputs_carry_position():
+    from dvis_attn_pl.training.input_probe import trajectory_separability
+
+    coded = trajectory_separability(_moving_tracks(encode_position=True), {0, 1, 2})["kinds"]
+    assert coded["true"]["accuracy"] == 1.0 and coded["true"]["scored"] == 24
+    assert coded["instance"]["accuracy"] >= 0.9, coded  # position planted in the instance queries
+    assert coded["frame"]["accuracy"] <= 0.6, coded  # the frame queries carry nothing
+    noise = trajectory_separability(_moving_tracks(encode_position=False), {0, 1, 2})
+    assert noise["kinds"]["instance"]["accuracy"] <= 0.6 and noise["chance"] == 1 / 3
+    assert trajectory_separability(_moving_tracks(True), {1, 2})["tracks"] == 16  # only the named classes

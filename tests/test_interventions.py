@@ -339,6 +339,8 @@ def test_control_command_writes_its_report(tmp_path):
     probe = doc["position_probe"]["trained"]  # what the refiner can see, on the same two videos
     assert probe["videos"] <= 2 and "## What the refiner can see" in text
     assert f"| trained | instance queries (tracker) | {probe['tracks']} ({probe['videos']}) |" in text
+    assert probe["separability"]["labels"] == [2, 3, 4]  # the look-alike motion species (ids 3, 4, 5)
+    assert "Could the motion species be told apart" in text
 
 
 @pytest.mark.slow

@@ -97,6 +97,20 @@ def probe_lines(probes: dict[str, dict]) -> list[str]:
         for row in p["sources"].values():
             lines.append(f"| {name} | {row['title']} | {p['tracks']} ({p['videos']}) | {row['frames']} "
                          f"| {_r2_cell(row['position_r2'])} | {_r2_cell(row['displacement_r2'])} |")
+    separable = {name: p["separability"] for name, p in probes.items() if p.get("separability")}
+    if separable:
+        first_sep = next(iter(separable.values()))
+        lines += ["", "Could the motion species be told apart from the trajectory at all? Per track, six",
+                  "motion features of its trajectory (spread of x and y; median and 90th-percentile step in x",
+                  "and in y) classified by the nearest species mean fitted on the other video folds",
+                  f"(`trajectory_separability`; tracks with at least {first_sep['min_frames']} usable frames;",
+                  f"chance {first_sep['chance']:.2f}). The true trajectory says what a perfect position read-out",
+                  "would allow; the decoded ones, what the refiner's inputs allow a simple read-out.", "",
+                  "| model | trajectory | motion tracks scored | right species |", "|---|---|---|---|"]
+        for name, sep in separable.items():
+            for kind in sep["kinds"].values():
+                acc = "–" if kind["accuracy"] is None else f"{kind['accuracy']:.2f}"
+                lines.append(f"| {name} | {kind['title']} | {kind['scored']} | {acc} |")
     return lines
 
 

@@ -30,7 +30,8 @@ import torch
 from ..analysis.compare_runs import temporal_mask_iou
 from .position import mask_centroids
 
-__all__ = ["SOURCES", "TrackInputs", "collect_track_inputs", "decodability", "probe_weights"]
+__all__ = ["SOURCES", "TrackInputs", "collect_track_inputs", "decodability", "probe_weights",
+           "trajectory_separability"]
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,91 @@ def decodability(tracks: list[TrackInputs], folds: int = 5, alpha: float = 10.0,
     }
 
 
-def probe_weights(weights: Path, json_path: Path, config: str = "tiny_fish", max_videos: int | None = None) -> dict:
+def _motion_features(centre: np.ndarray, ok: np.ndarray, min_frames: int) -> np.ndarray | None:
+    """Order-aware summary of one trajectory (usable frames ``ok``): spread of x and y, and the median
+    and 90th percentile of the step in x and in y between adjacent usable frames. None when shorter
+    than ``min_frames``."""
+    if ok.sum() < min_frames:
+        return None
+    step = np.abs(np.diff(centre, axis=0))[ok[1:] & ok[:-1]]
+    if len(step) < 2:
+        return None
+    spread = centre[ok].std(0)
+    return np.concatenate([spread, np.median(step, 0), np.quantile(step, 0.9, axis=0)])
+
+
+def _trajectory_reader(kind: str, decoder_tracks: list[TrackInputs], alpha: float):
+    """``track -> (trajectory (T, 2), usable (T,))``: the true centroid (``kind`` ``true``), or the
+    position decoded from the ``kind`` queries by ridge regression fitted on ``decoder_tracks``.
+    None when those have fewer than two usable rows."""
+    if kind == "true":
+        return lambda t: (t.centre, t.present)
+    x, y, _ = _rows(decoder_tracks, kind, 0)
+    if len(x) < 2:
+        return None
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    w = _ridge((x - mu) / sd, y, alpha)
+
+    def read(t: TrackInputs) -> tuple[np.ndarray, np.ndarray]:
+        q, ok = t.inputs(kind)
+        return _predict(w, (q - mu) / sd), ok
+
+    return read
+
+
+def _nearest_mean_hits(fit: list[tuple[np.ndarray, int]], test: list[tuple[np.ndarray, int]]) -> int:
+    """How many ``(features, label)`` of ``test`` the nearest class mean of ``fit`` (standardised) names right."""
+    feats, labels = np.stack([f for f, _ in fit]), np.array([c for _, c in fit])
+    mu, sd = feats.mean(0), feats.std(0) + 1e-9
+    means = {c: ((feats[labels == c] - mu) / sd).mean(0) for c in np.unique(labels)}
+    hits = 0
+    for f, label in test:
+        z = (f - mu) / sd
+        hits += int(min(means, key=lambda c: float(((z - means[c]) ** 2).sum())) == label)
+    return hits
+
+
+def trajectory_separability(
+    tracks: list[TrackInputs], labels: set[int], folds: int = 5, alpha: float = 10.0, min_frames: int = 6
+) -> dict:
+    """Could the classes ``labels`` be told apart by how their objects move? Per track, six motion
+    features (:func:`_motion_features`) of its trajectory, classified by the nearest class mean
+    (features standardised) fitted on the other video folds. The trajectory is the true mask
+    centroid (``true``: what a perfect position read-out would give) or the position decoded by
+    ridge regression, fitted on every track of the other folds, from each kind of refiner input
+    (``SOURCES``). Returns per trajectory kind the share of scored tracks named right, and ``chance``."""
+    videos = sorted({t.video_id for t in tracks})
+    fold_of = {v: i % max(min(folds, len(videos)), 1) for i, v in enumerate(videos)}
+    kinds = {"true": "true trajectory (mask centroid)", **{s: f"decoded from the {SOURCES[s]}" for s in SOURCES}}
+    right = dict.fromkeys(kinds, 0)
+    scored = dict.fromkeys(kinds, 0)
+    for k in sorted(set(fold_of.values())) if len(videos) >= 2 else []:
+        held_out = [fold_of[t.video_id] == k for t in tracks]
+        decoder_tracks = [t for t, out in zip(tracks, held_out) if not out]
+        for kind in kinds:
+            read = _trajectory_reader(kind, decoder_tracks, alpha)
+            if read is None:
+                continue
+            fit, test = [], []
+            for t, out in zip(tracks, held_out):
+                if t.label in labels and (f := _motion_features(*read(t), min_frames)) is not None:
+                    (test if out else fit).append((f, t.label))
+            if len({c for _, c in fit}) >= 2 and test:
+                right[kind] += _nearest_mean_hits(fit, test)
+                scored[kind] += len(test)
+    rows = {kind: {"title": kinds[kind], "scored": scored[kind],
+                   "accuracy": right[kind] / scored[kind] if scored[kind] else None} for kind in kinds}
+    return {"labels": sorted(labels), "chance": 1.0 / max(len(labels), 1),
+            "tracks": sum(t.label in labels for t in tracks), "kinds": rows, "min_frames": min_frames}
+
+
+def probe_weights(
+    weights: Path, json_path: Path, config: str = "tiny_fish", max_videos: int | None = None,
+    look_alikes: set[int] | None = None,
+) -> dict:
     """:func:`decodability` of the model ``config`` with ``weights`` on the annotated videos of
-    ``json_path`` (frames in ``JPEGImages/`` beside it; the first ``max_videos`` when given)."""
+    ``json_path`` (frames in ``JPEGImages/`` beside it; the first ``max_videos`` when given), and with
+    ``look_alikes`` (contiguous class ids) their :func:`trajectory_separability` as ``separability``."""
     from ..config import config_path, load_config
     from ..data.ytvis_json import load_ytvis_json
     from ..model.build import build_model
@@ -199,4 +282,8 @@ def probe_weights(weights: Path, json_path: Path, config: str = "tiny_fish", max
     model = build_model(cfg).eval()
     load_state_strict(model, *read_checkpoint(weights), weights)
     videos = load_training_videos(load_ytvis_json(json_path), json_path.parent / "JPEGImages", cfg)
-    return decodability(collect_track_inputs(model, videos[:max_videos]))
+    tracks = collect_track_inputs(model, videos[:max_videos])
+    probe = decodability(tracks)
+    if look_alikes:
+        probe["separability"] = trajectory_separability(tracks, look_alikes)
+    return probe
