@@ -222,6 +222,23 @@ def test_freeze_that_pulls_other_classes_in_is_no_evidence_of_appearance():
     assert "pulls the other species' objects towards it (attraction +0.4" in text
 
 
+def test_report_explains_an_unrecognised_motion_species_by_what_its_inputs_allow():
+    from dvis_attn_pl.analysis.control_report import render_report
+
+    classes = {"drift": {"name": "drift", "designed_cue": "motion", "verdict": "not recognised", "reason": "low p",
+                         "unaltered": {"mean_p": 0.2, "n_objects": 5}, "interventions": {}, "proxy_agrees": None}}
+    kinds = {"true": 0.8, "instance": 0.25, "frame": 0.3}
+    separability = {"labels": [2], "chance": 1 / 3, "tracks": 5, "min_frames": 6,
+                    "kinds": {k: {"title": k, "scored": 5, "accuracy": a} for k, a in kinds.items()}}
+    probes = {"trained": {"lag": 4, "tracks": 5, "videos": 2, "sources": {}, "separability": separability}}
+    runs = {"trained": {"classes": classes, "passes": {}}}
+    text = render_report(runs, "cmd", None, probes=probes)
+    assert ("names the right look-alike for 0.30 of the motion tracks from the frame queries and 0.25 from the "
+            "instance queries (from the true path 0.80; chance 0.33") in text
+    assert "| trained | true | 5 | 0.80 |" in text
+    assert "What its inputs allow" not in render_report(runs, "cmd", None)
+
+
 def test_verdict_thresholds_are_checked():
     from dvis_attn_pl.utils.errors import UserError
 

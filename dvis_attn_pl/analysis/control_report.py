@@ -68,6 +68,17 @@ def _what_instead(c: dict) -> str:
     return f"{c['reason']}."
 
 
+def _trajectory_note(probes: dict[str, dict] | None) -> str:
+    """Why a motion species may go unrecognised, from the trained model's trajectory separability (or "")."""
+    sep = ((probes or {}).get("trained") or {}).get("separability")
+    if not sep:
+        return ""
+    acc = {kind: _fmt(row["accuracy"]) for kind, row in sep["kinds"].items()}
+    return (f" What its inputs allow: a read-out of the trajectory names the right look-alike for {acc['frame']} of "
+            f"the motion tracks from the frame queries and {acc['instance']} from the instance queries (from the true "
+            f"path {acc['true']}; chance {sep['chance']:.2f}; see the position probe below).")
+
+
 def _attraction_cell(row: dict | None) -> str:
     a = (row or {}).get("attraction") or {}
     if a.get("mean") is None:
@@ -165,9 +176,11 @@ def render_report(
                  if c.get("designed_cue") and not designed_matches(c.get("designed_cue"), c["verdict"])]
     if differing:
         lines += ["", "## Where the verdict is not the designed cue", ""]
+        inputs_note = _trajectory_note(probes)
         for c in differing:
+            note = inputs_note if c["verdict"] == "not recognised" and c.get("designed_cue") == "motion" else ""
             lines.append(f"- **{c['name']}** (designed: {c['designed_cue']}; verdict: {c['verdict']}): "
-                         + _what_instead(c))
+                         + _what_instead(c) + note)
     if plot_name:
         lines += ["", f"![R per species and intervention]({plot_name})"]
     if probes:
