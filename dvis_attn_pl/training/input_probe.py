@@ -142,12 +142,17 @@ def _rows(tracks: list[TrackInputs], source: str, lag: int) -> tuple[np.ndarray,
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(vids)
 
 
+def _video_folds(videos, folds: int) -> dict:
+    """Video id -> fold (round robin over the ids in the order given, at most ``folds`` folds)."""
+    return {v: i % max(min(folds, len(videos)), 1) for i, v in enumerate(videos)}
+
+
 def _heldout_r2(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, alpha: float) -> list[float] | None:
     """Out-of-fold R^2 per target column; folds split whole videos. None with fewer than 2 videos."""
     videos = np.unique(groups)
     if len(videos) < 2:
         return None
-    fold_of = {v: i % min(folds, len(videos)) for i, v in enumerate(videos)}
+    fold_of = _video_folds(videos, folds)
     fold = np.array([fold_of[g] for g in groups])
     pred = np.zeros_like(y)
     for k in np.unique(fold):
@@ -241,7 +246,7 @@ def trajectory_separability(
     ridge regression, fitted on every track of the other folds, from each kind of refiner input
     (``SOURCES``). Returns per trajectory kind the share of scored tracks named right, and ``chance``."""
     videos = sorted({t.video_id for t in tracks})
-    fold_of = {v: i % max(min(folds, len(videos)), 1) for i, v in enumerate(videos)}
+    fold_of = _video_folds(videos, folds)
     kinds = {"true": "true trajectory (mask centroid)", **{s: f"decoded from the {SOURCES[s]}" for s in SOURCES}}
     right = dict.fromkeys(kinds, 0)
     scored = dict.fromkeys(kinds, 0)

@@ -56,25 +56,28 @@ class SegmenterCache:
         self._done.clear()
 
     def _chunk(self, model, index: int, flip: bool, frames: torch.Tensor) -> TrackerWindow:
-        """The outputs of ``frames`` (one chunk), from the cache where it holds all of them."""
+        """The outputs of ``frames`` (one chunk): a full-size chunk from the cache where it holds all of
+        them, else segmented and kept; a shorter (tail) chunk segmented, never looked up or kept."""
+        video = self.videos[index]
         key = (index, flip)
         done = self._done.get(key)
-        if done is not None and bool(done[frames].all()):
+        full = len(frames) == self.chunk
+        if full and done is not None and bool(done[frames].all()):
             return self._windows[key].select(frames)
-        video = self.videos[index]
         images = video.frames[frames]
         w = _segment(model, images.flip(-1) if flip else images, video.padded)
-        if len(frames) == self.chunk:
-            if done is None:
-                self._windows[key] = _empty_like(w, video.num_frames)
-                done = self._done[key] = torch.zeros(video.num_frames, dtype=torch.bool)
-            stored = self._windows[key]
-            new = ~done[frames]  # keep the rows held already as they are
-            src, dst = torch.nonzero(new).flatten(), frames[new]
-            device = stored.frame_embeds.device
-            for name in TrackerWindow.PER_FRAME:
-                getattr(stored, name)[dst.to(device)] = getattr(w, name)[src.to(device)]
-            done[dst] = True
+        if not full:
+            return w
+        if done is None:
+            self._windows[key] = _empty_like(w, video.num_frames)
+            done = self._done[key] = torch.zeros(video.num_frames, dtype=torch.bool)
+        stored = self._windows[key]
+        new = ~done[frames]  # keep the rows held already as they are
+        src, dst = torch.nonzero(new).flatten(), frames[new]
+        device = stored.frame_embeds.device
+        for name in TrackerWindow.PER_FRAME:
+            getattr(stored, name)[dst.to(device)] = getattr(w, name)[src.to(device)]
+        done[dst] = True
         return w
 
     def window(self, model, clip: Clip) -> TrackerWindow:
