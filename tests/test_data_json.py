@@ -209,7 +209,7 @@ def test_byte_order_mark_is_accepted(tmp_path):
 
 
 def test_compressed_rle_check_accepts_what_pycocotools_encodes():
-    from dvis_attn_pl.data.rle import invalid_compressed_rles
+    from dvis_attn_pl.data.rle import check_compressed_rles, invalid_compressed_rles
 
     rng = np.random.default_rng(3)
     counts, pixels = [], []
@@ -225,6 +225,21 @@ def test_compressed_rle_check_accepts_what_pycocotools_encodes():
     pixels.append(1000 * 1000)
     assert invalid_compressed_rles(counts, pixels).tolist() == []
     assert invalid_compressed_rles([c.encode() for c in counts], pixels).tolist() == []
+    invalid, areas = check_compressed_rles(counts, pixels)  # the same decoding gives pycocotools' area
+    assert not invalid.any()
+    assert areas.tolist() == [int(mask_utils.area({"size": [1, p], "counts": c})) for c, p in zip(counts, pixels)]
+
+
+def test_compressed_rle_check_bounds_run_lengths_at_seven_characters():
+    """A run length may be padded with zero groups up to 7 characters (35 bits: any 32-bit run of
+    pycocotools); an 8th character is refused, however the runs add up."""
+    from dvis_attn_pl.data.rle import check_compressed_rles
+
+    padded = {k: "`Q" + "P" * (k - 3) + "0" for k in (2, 7, 8)}  # the single run 48 in k characters
+    padded[2] = "`1"
+    invalid, areas = check_compressed_rles([padded[2], padded[7], padded[8]], [48, 48, 48])
+    assert invalid.tolist() == [False, False, True]
+    assert areas[:2].tolist() == [0, 0]
 
 
 def test_compressed_rle_check_refuses_corrupt_counts(monkeypatch):

@@ -24,6 +24,7 @@ __all__ = [
     "rle_area",
     "rle_bbox",
     "invalid_compressed_rles",
+    "check_compressed_rles",
 ]
 
 
@@ -162,68 +163,114 @@ def rle_bbox(rle: Mapping) -> list[float]:
     return [float(v) for v in mask_utils.toBbox(_bytes_rle(rle))]
 
 
-_MAX_CHARS_PER_COUNT = 13  # 13 x 5 bits: more would overflow the 64-bit run length
+# pycocotools keeps run lengths as 32-bit unsigned integers, so a valid delta needs at most 35
+# signed bits = 7 characters of 5 bits; longer ones are refused (and cannot overflow the sums below)
+_MAX_CHARS_PER_COUNT = 7
+_CHUNK_CHARS = 1 << 16  # strings decoded together: the temporary arrays stay in the CPU cache
+_ALPHABET = bytes(range(48, 112))  # '0' .. 'o'
+_CONTINUES = 80  # '0' + 0x20: from here on a character continues its run length
+_GROUP = np.zeros(256, dtype=np.int64)  # the 5-bit group of each character
+_GROUP[48:80] = np.arange(32) - np.where(np.arange(32) >= 16, 32, 0)  # a run's last group is signed
+_GROUP[80:112] = np.arange(32)
 
 
-_CHUNK_CHARS = 1 << 20  # strings decoded together: bounds the temporary arrays (~100 MB)
-
-
-def invalid_compressed_rles(counts: Sequence[str | bytes], pixels: Sequence[int]) -> np.ndarray:
-    """Indices of the compressed COCO RLE ``counts`` strings that are not a mask of ``pixels[i]``
-    pixels (see :func:`_invalid_in_chunk`); decoded in chunks of about a million characters."""
-    found, begin, size = [], 0, 0
+def check_compressed_rles(
+    counts: Sequence[str | bytes], pixels: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(invalid, areas)`` of compressed COCO RLE ``counts`` strings: per string, whether it is not
+    a mask of ``pixels[i]`` pixels (see :func:`_check_chunk`) and its foreground pixel count (as
+    pycocotools' ``area``; meaningless where invalid). Decoded in chunks of about 64k characters."""
+    invalid, areas = np.zeros(len(counts), dtype=bool), np.zeros(len(counts), dtype=np.int64)
+    begin, size = 0, 0
     for i, c in enumerate(counts):
         size += len(c)
         if size >= _CHUNK_CHARS or i == len(counts) - 1:
-            found.append(begin + _invalid_in_chunk(counts[begin : i + 1], pixels[begin : i + 1]))
+            invalid[begin : i + 1], areas[begin : i + 1] = _check_chunk(
+                counts[begin : i + 1], pixels[begin : i + 1]
+            )
             begin, size = i + 1, 0
-    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    return invalid, areas
 
 
-def _invalid_in_chunk(counts: Sequence[str | bytes], pixels: Sequence[int]) -> np.ndarray:
-    """Indices of the compressed COCO RLE ``counts`` strings that are not a mask of ``pixels[i]``
-    pixels: a character outside the alphabet, a run length cut off at the end of the string, a
-    negative run, or run lengths that do not add up to ``pixels[i]`` (= h x w).
+def invalid_compressed_rles(counts: Sequence[str | bytes], pixels: Sequence[int]) -> np.ndarray:
+    """Indices of the compressed COCO RLE ``counts`` strings that are not a mask of ``pixels[i]`` pixels."""
+    return np.flatnonzero(check_compressed_rles(counts, pixels)[0])
 
-    pycocotools decodes such strings without complaint (into a meaningless mask for the metric), so
-    they are refused up front. Every string is decoded at once with array operations.
+
+def _check_chunk(counts: Sequence[str | bytes], pixels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_compressed_rles` of a few strings, decoded together with array operations.
+
+    A string is invalid when it has a character outside the alphabet, ends inside a run length,
+    has a run length longer than 7 characters, is empty, or decodes to a negative run or to runs
+    that do not add up to ``pixels[i]`` (= h x w). pycocotools decodes such strings into a
+    meaningless mask without complaint, so they are refused up front.
     """
     n = len(counts)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
     raw = [c.encode("ascii", "replace") if isinstance(c, str) else bytes(c) for c in counts]
     lengths = np.fromiter(map(len, raw), dtype=np.int64, count=n)
-    bad = np.zeros(n, dtype=bool)
-    code = np.frombuffer(b"".join(raw), dtype=np.uint8).astype(np.int64) - 48
-    owner = np.repeat(np.arange(n), lengths)
-    bad[owner[(code < 0) | (code > 63)]] = True
-    code &= 63
-    last_of_string = np.zeros(len(code), dtype=bool)
-    last_of_string[np.cumsum(lengths)[lengths > 0] - 1] = True
-    continues = (code & 0x20) != 0
-    bad[owner[continues & last_of_string]] = True  # the string ends inside a run length
-    ends = ~continues | last_of_string
-    starts = np.flatnonzero(np.r_[True, ends[:-1]])
-    value_of_char = np.cumsum(np.r_[0, ends[:-1].astype(np.int64)])
-    shift = np.arange(len(code)) - starts[value_of_char]
-    bad[owner[shift >= _MAX_CHARS_PER_COUNT]] = True
-    shift = np.minimum(shift, _MAX_CHARS_PER_COUNT - 1)
-    x = np.add.reduceat((code & 0x1F) << (5 * shift), starts) if len(code) else np.zeros(0, np.int64)
-    end_idx = np.flatnonzero(ends)
-    negative = (code[end_idx] & 0x10) != 0  # sign bit of the last 5-bit group
-    x[negative] -= np.left_shift(1, 5 * (shift[end_idx][negative] + 1))
-    # run j > 2 is stored as the difference to run j - 2: runs are same-parity prefix sums from run 1
-    v_owner = owner[end_idx]
-    first = np.searchsorted(v_owner, np.arange(n))
-    j = np.arange(len(x)) - first[v_owner]
-    runs = x.copy()  # run 0 as stored; the others: prefix sums over the same parity, per string
-    owner_first = first[v_owner]
-    for parity in (0, 1):
-        z = np.where((j % 2 == parity) & (j > 0), x, 0)
-        c = np.cumsum(z)
-        summed = c - (c[owner_first] - z[owner_first])
-        runs = np.where((j % 2 == parity) & (j > 0), summed, runs)
-    bad[v_owner[runs < 0]] = True
-    totals = np.bincount(v_owner, weights=runs, minlength=n)  # exact: totals stay far below 2**53
-    bad |= totals != np.asarray(pixels, dtype=np.float64)
-    return np.flatnonzero(bad)
+    joined = b"".join(raw)
+    code = np.frombuffer(joined, dtype=np.uint8)
+    invalid = lengths == 0
+    stop = np.cumsum(lengths)
+    nonempty = np.flatnonzero(lengths)
+    last_char = stop[nonempty] - 1
+    unfinished = code[last_char] >= _CONTINUES
+    foreign = joined.translate(None, _ALPHABET)
+    if foreign or unfinished.any():  # mark the string, then parse on as if the character were valid
+        code = code.copy()
+        if foreign:
+            out = np.flatnonzero((code < 48) | (code >= 112))
+            invalid[np.searchsorted(stop, out, side="right")] = True
+            code[out] = 48
+        invalid[nonempty[unfinished]] = True
+        code[last_char[unfinished]] -= 32  # every string now ends with a run length of its own
+    last_group = np.flatnonzero(code < _CONTINUES)  # one per run length
+    value = _GROUP[code[last_group]]
+    per_string = np.diff(np.searchsorted(last_group, stop), prepend=0)
+    first = np.cumsum(per_string) - per_string
+    span = np.diff(last_group, prepend=-1)  # characters per run length
+    multi = np.flatnonzero(span > 1)
+    if len(multi):  # the groups before the last one, high to low (5 bits each)
+        chars, ends = span[multi], last_group[multi]
+        too_long = multi[chars > _MAX_CHARS_PER_COUNT]
+        invalid[np.searchsorted(first, too_long, side="right") - 1] = True
+        v = value[multi]
+        for k in range(1, min(int(chars.max()), _MAX_CHARS_PER_COUNT)):
+            sel = np.flatnonzero(chars > k)
+            v[sel] = (v[sel] << 5) | _GROUP[code[ends[sel] - k]]
+        value[multi] = v
+    runs = _undo_deltas(value, first[per_string > 0], per_string[per_string > 0])
+    has_runs = np.flatnonzero(per_string)
+    f = first[has_runs]
+    if (runs < 0).any():
+        invalid[has_runs[np.searchsorted(f, np.flatnonzero(runs < 0), side="right") - 1]] = True
+    totals, areas = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    if len(f):
+        totals[has_runs] = np.add.reduceat(runs, f)
+        runs[1::2] *= -1  # alternating sums: (background - foreground) runs, up to the sign of f
+        alternating = np.add.reduceat(runs, f) * np.where(f % 2 == 1, -1, 1)
+        areas[has_runs] = (totals[has_runs] - alternating) >> 1
+    invalid |= totals != np.asarray(pixels, dtype=np.int64)
+    return invalid, areas
+
+
+def _undo_deltas(value: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Run lengths from the stored values of strings laid end to end (``first``/``count``: each
+    string's values, all non-empty). Run j > 2 of a string is stored as its difference to run j - 2,
+    so run j >= 1 is the sum of the stored values j' in 1..j of the same parity:
+    ``(S + (-1)^g A) / 2`` with S the string's running sum from its value 1 and A the running sum of
+    ``(-1)^g' value[g']`` (g = position in the whole array). Runs 0 are stored as they are."""
+    last = first + count - 1
+    plain = value.copy()
+    plain[first] = 0
+    signed = plain.copy()
+    signed[1::2] *= -1
+    for a in (plain, signed):  # running sums restarted at every string
+        total = np.cumsum(a)
+        a[first[1:]] = -(total[last[:-1]] - total[first[:-1]])
+        np.cumsum(a, out=a)
+    signed[1::2] *= -1
+    plain += signed
+    plain >>= 1
+    plain[first] = value[first]
+    return plain

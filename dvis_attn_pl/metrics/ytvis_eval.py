@@ -120,11 +120,13 @@ def build_tables(videos: Sequence[VideoGT], dets: Sequence[VideoDets | None]) ->
         np.repeat(at, n_det),
         column((d.categories for d in dets), np.int64, n_det.sum()),
         [s for d in dets for s in d.segmentations],
+        _known_areas(dets),
     )
     gt_set = TrackSet(
         np.repeat(at, n_gt),
         column((v.categories for v in videos), np.int64, n_gt.sum()),
         [s for v in videos for s in v.segmentations],
+        _known_areas(videos),
     )
     ov = rle_overlaps([(v.height, v.width) for v in videos], det_set, gt_set)
     ids = np.array([v.id for v in videos], dtype=np.int64)
@@ -143,6 +145,15 @@ def build_tables(videos: Sequence[VideoGT], dets: Sequence[VideoDets | None]) ->
         pair_gt=ov.pair_gt,
         pair_iou=ov.pair_iou,
     )
+
+
+def _known_areas(parsed: Sequence[VideoGT | VideoDets]) -> np.ndarray | None:
+    """The present frames' pixel counts of all videos, when the reader decoded every one of them."""
+    empty = np.zeros(0, dtype=np.int64)
+    parts = [empty if not p.segmentations else p.present_areas for p in parsed]
+    if any(a is None for a in parts):
+        return None
+    return np.concatenate([empty, *parts])
 
 
 def tables_from_overlaps(video: VideoGT, scores, cats, order, ov: BatchOverlaps) -> EvalTables:

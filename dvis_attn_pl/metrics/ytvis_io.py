@@ -15,16 +15,17 @@ from __future__ import annotations
 import gc
 import json
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..data.rle import invalid_compressed_rles
+from ..data.rle import check_compressed_rles
 
 try:  # about twice as fast on YTVIS files (mostly RLE strings); the standard parser is the fallback
     import orjson
@@ -64,6 +65,7 @@ class VideoGT:
     crowd: list[bool] = field(default_factory=list)
     avg_areas: list[float] = field(default_factory=list)
     segmentations: list[list] = field(default_factory=list)  # per track, per frame: RLE dict or None
+    present_areas: np.ndarray | None = None  # pixel counts of the present frames (by track, then frame)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class VideoDets:
     scores: list[float] = field(default_factory=list)
     order: list[int] = field(default_factory=list)  # position in the results list (ties)
     segmentations: list[list] = field(default_factory=list)
+    present_areas: np.ndarray | None = None  # as VideoGT.present_areas
 
 
 @dataclass
@@ -117,14 +120,12 @@ def read_json(obj, what: str, source: str = MEMORY):
     return obj, source
 
 
-_LONG_INTEGER = re.compile(rb"\d{19,}")  # 19 digits can exceed a signed 64-bit integer
-
-
 def _loads(text: bytes):
     """``json.loads``, through orjson when it is there; what orjson refuses but the standard parser
-    accepts (``NaN``, integers beyond 64 bits) is parsed by the standard parser, as officially."""
-    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    if orjson is not None and not _LONG_INTEGER.search(raw):  # orjson reads integers past 64 bits as floats
+    accepts (``NaN``) is parsed by the standard parser, as officially. orjson reads an integer past
+    64 bits as a float: refused where an integer is expected (:func:`_int_field` names the range),
+    a number like any other where a float is accepted (scores, areas)."""
+    if orjson is not None:
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -144,6 +145,9 @@ def _int_field(obj: Mapping, key: str, where: str, *, positive: bool = False) ->
     if key not in obj:
         raise YTVISInputError(f"{where}: missing '{key}'")
     value = obj[key]
+    if isinstance(value, float) and value.is_integer() and not _INT64_MIN <= value <= _INT64_MAX:
+        # orjson reads an integer past 64 bits as a float (the standard parser: as an int)
+        raise YTVISInputError(f"{where}: '{key}' is about {value:.3g}, outside the 64-bit integer range")
     if not _is_int(value) or (positive and value <= 0):
         kind = "a positive integer" if positive else "an integer"
         raise YTVISInputError(f"{where}: '{key}' must be {kind}, got {value!r}")
@@ -155,25 +159,38 @@ def _int_field(obj: Mapping, key: str, where: str, *, positive: bool = False) ->
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
-def _refuse_corrupt_rles(frames: list[tuple[object, int, str]]) -> None:
-    """Refuse the first ``(counts, h*w, where)`` whose compressed RLE counts are not a mask of h*w
-    pixels (pycocotools decodes such strings into a meaningless mask without complaint)."""
-    if not frames:
-        return
-    bad = invalid_compressed_rles([f[0] for f in frames], [f[1] for f in frames])
-    if len(bad):
-        _, pixels, where = frames[int(bad[0])]
-        raise YTVISInputError(f"{where}: not a valid compressed RLE of a {pixels}-pixel mask (corrupt 'counts')")
+def _check_rles(tracks: Sequence[tuple[VideoGT | VideoDets, int, Callable[[int, int], str]]]) -> None:
+    """Check the compressed RLEs of every ``(tracks, h*w, where)`` and set ``tracks.present_areas``.
 
-
-def _compressed_frames(tracks: list[list], hw: int, where: Callable[[int, int], str]) -> list[tuple[object, int, str]]:
-    """``(counts, hw, where(track, frame))`` of every present frame of ``tracks`` (RLE dicts or None)."""
-    return [
-        (seg["counts"], hw, where(k, t))
-        for k, segs in enumerate(tracks)
-        for t, seg in enumerate(segs)
-        if seg is not None
-    ]
+    The first frame whose counts are not a mask of h*w pixels is refused (pycocotools decodes such
+    strings into a meaningless mask without complaint); ``where(track, frame)`` names it. All
+    strings are decoded in one pass (:func:`~dvis_attn_pl.data.rle.check_compressed_rles`), which
+    also gives the pixel counts the overlaps need.
+    """
+    counts: list = []
+    sizes: list[int] = []
+    for owner, _, _ in tracks:
+        before = len(counts)
+        counts += [seg["counts"] for segs in owner.segmentations for seg in segs if seg is not None]
+        sizes.append(len(counts) - before)
+    pixels = np.repeat(np.array([hw for _, hw, _ in tracks], dtype=np.int64), sizes)
+    invalid, areas = check_compressed_rles(counts, pixels)
+    if invalid.any():
+        first = int(np.argmax(invalid))
+        group = int(np.searchsorted(np.cumsum(sizes), first, side="right"))
+        owner, hw, where = tracks[group]
+        present = [
+            (k, t)
+            for k, segs in enumerate(owner.segmentations)
+            for t, seg in enumerate(segs)
+            if seg is not None
+        ]
+        k, t = present[first - sum(sizes[:group])]
+        raise YTVISInputError(
+            f"{where(k, t)}: not a valid compressed RLE of a {hw}-pixel mask (corrupt 'counts')"
+        )
+    for (owner, _, _), part in zip(tracks, np.split(areas, np.cumsum(sizes)[:-1])):
+        owner.present_areas = part
 
 
 # ------------------------------------------------------------------ frames
@@ -235,11 +252,25 @@ def _polygon_rle(seg: list, h: int, w: int, where: str) -> dict:
     return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
 
 
-def _gt_frames(segs: list, h: int, w: int, where: str) -> list:
-    """A GT track's frames as compressed RLE dicts (uncompressed RLE and polygons converted)."""
+class _Uncompressed(NamedTuple):
+    """An uncompressed RLE of a GT track: ``frames[t]`` (a dict with list ``counts``) of an h x w video."""
+
+    frames: list
+    t: int
+    h: int
+    w: int
+    where: str
+
+    @property
+    def counts(self) -> list:
+        return self.frames[self.t]["counts"]
+
+
+def _gt_frames(segs: list, h: int, w: int, where: str, uncompressed: list[_Uncompressed]) -> list:
+    """A GT track's frames as RLE dicts: polygons converted to compressed RLE; each uncompressed
+    RLE is added to ``uncompressed`` for :func:`_compress_frames` (one call for a whole file)."""
     hw = [h, w]
     out = [s if s else None for s in segs]
-    uncompressed = []
     for t, s in enumerate(out):
         if s is None:
             continue
@@ -250,34 +281,52 @@ def _gt_frames(segs: list, h: int, w: int, where: str) -> list:
             if type(counts) in (str, bytes):
                 continue
             if isinstance(counts, list):
-                uncompressed.append(t)
+                uncompressed.append(_Uncompressed(out, t, h, w, f"{where} frame {t}"))
                 continue
             raise _bad_frame(s, h, w, f"{where} frame {t}", results=False)
         if isinstance(s, list):
             out[t] = _polygon_rle(s, h, w, f"{where} frame {t}")
             continue
         raise _bad_frame(s, h, w, f"{where} frame {t}", results=False)
-    if uncompressed:
-        _compress_frames(out, uncompressed, h, w, where)
     return out
 
 
-def _compress_frames(out: list, frames: list[int], h: int, w: int, where: str) -> None:
-    """Replace the uncompressed RLEs ``out[t]`` (t in ``frames``) by compressed ones (one call)."""
-    for t in frames:
-        counts = out[t]["counts"]
-        integers = all(_is_int(c) for c in counts)
-        if not integers or min(counts, default=0) < 0 or sum(counts) != h * w:
-            raise YTVISInputError(
-                f"{where} frame {t}: uncompressed RLE counts must be non-negative integers summing to "
-                f"{h}*{w}={h * w}"
-            )
+def _valid_run_lists(lists: list[list], pixels: int) -> bool:
+    """Whether every list holds non-negative integers (not booleans) that add up to ``pixels``."""
+    flat = list(chain.from_iterable(lists))
+    if not set(map(type, flat)) <= {int}:  # what a json parser gives; anything else: one by one
+        return all(_is_int(c) for c in flat) and _valid_run_lists(
+            [[int(c) for c in x] for x in lists], pixels
+        )
+    if not flat:
+        return all(pixels == 0 for _ in lists)
     try:
-        rles = mask_utils.frPyObjects([{"size": [h, w], "counts": out[t]["counts"]} for t in frames], h, w)
-    except (OverflowError, TypeError, ValueError):
-        raise YTVISInputError(f"{where}: uncompressed RLE counts must be non-negative integers") from None
-    for t, rle in zip(frames, rles):
-        out[t] = rle
+        runs = np.array(flat, dtype=np.int64)
+    except OverflowError:
+        return False
+    sizes = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    if (runs < 0).any() or (runs > pixels).any() or not sizes.all():
+        return False
+    return bool((np.add.reduceat(runs, np.cumsum(sizes) - sizes) == pixels).all())
+
+
+def _compress_frames(uncompressed: list[_Uncompressed]) -> None:
+    """Check the uncompressed RLEs (see :func:`_gt_frames`) and replace each by its compressed RLE
+    (one pycocotools call per mask size); the first bad one in file order is refused."""
+    by_size: dict[tuple[int, int], list[_Uncompressed]] = {}
+    for entry in uncompressed:
+        by_size.setdefault((entry.h, entry.w), []).append(entry)
+    if not all(_valid_run_lists([e.counts for e in group], h * w) for (h, w), group in by_size.items()):
+        for e in uncompressed:
+            if not _valid_run_lists([e.counts], e.h * e.w):
+                raise YTVISInputError(
+                    f"{e.where}: uncompressed RLE counts must be non-negative integers summing to "
+                    f"{e.h}*{e.w}={e.h * e.w}"
+                )
+    for (h, w), group in by_size.items():
+        rles = mask_utils.frPyObjects([{"size": [h, w], "counts": e.counts} for e in group], h, w)
+        for e, rle in zip(group, rles):
+            e.frames[e.t] = rle
 
 
 def _average_area(areas: list, where: str) -> float:
@@ -294,7 +343,14 @@ def _average_area(areas: list, where: str) -> float:
 
 
 # ------------------------------------------------------------------ ground truth
-def _parse_annotation(ann, video: VideoGT, categories: Mapping[int, str], where: str, seen_ids: set) -> None:
+def _parse_annotation(
+    ann,
+    video: VideoGT,
+    categories: Mapping[int, str],
+    where: str,
+    seen_ids: set,
+    uncompressed: list[_Uncompressed],
+) -> None:
     if not isinstance(ann, Mapping):
         raise YTVISInputError(f"{where}: an annotation must be an object")
     for key in ("id", "category_id", "segmentations", "areas"):
@@ -330,7 +386,7 @@ def _parse_annotation(ann, video: VideoGT, categories: Mapping[int, str], where:
     video.categories.append(cat)
     video.crowd.append(bool(crowd))
     video.avg_areas.append(_average_area(areas, where))
-    video.segmentations.append(_gt_frames(segs, video.height, video.width, where))
+    video.segmentations.append(_gt_frames(segs, video.height, video.width, where, uncompressed))
 
 
 def _parse_video(v, where: str) -> VideoGT:
@@ -382,6 +438,7 @@ def load_ground_truth(gt, source: str = MEMORY) -> GroundTruth:
             raise YTVISInputError(f"{source}: videos[{i}]: duplicate video id {video.id}")
         videos[video.id] = video
     seen: set[int] = set()
+    uncompressed: list[_Uncompressed] = []
     for i, ann in enumerate(data["annotations"]):
         where = f"{source}: annotations[{i}]"
         if not isinstance(ann, Mapping) or "video_id" not in ann:
@@ -389,14 +446,18 @@ def load_ground_truth(gt, source: str = MEMORY) -> GroundTruth:
         vid = ann["video_id"]
         if not _is_int(vid) or vid not in videos:
             raise YTVISInputError(f"{where}: video_id {vid!r} is not one of the file's videos")
-        _parse_annotation(ann, videos[vid], categories, where, seen)
-    frames = []
-    for video in videos.values():
-        frames += _compressed_frames(
-            video.segmentations, video.height * video.width,
-            lambda k, t, v=video: f"{source}: annotation id {v.ids[k]} (video {v.id}) frame {t}",
-        )
-    _refuse_corrupt_rles(frames)
+        _parse_annotation(ann, videos[vid], categories, where, seen, uncompressed)
+    _compress_frames(uncompressed)
+    _check_rles(
+        [
+            (
+                v,
+                v.height * v.width,
+                lambda k, t, v=v: f"{source}: annotation id {v.ids[k]} (video {v.id}) frame {t}",
+            )
+            for v in videos.values()
+        ]
+    )
     return GroundTruth(source, dict(sorted(videos.items())), categories)
 
 
@@ -414,13 +475,15 @@ def parse_video_ground_truth(item: Mapping, categories: Mapping[int, str], sourc
             f"{source}: video {video.id}: no 'annotations' (an unlabelled video cannot be scored)"
         )
     seen: set[int] = set()
+    uncompressed: list[_Uncompressed] = []
     for i, ann in enumerate(anns):
         where = f"{source}: video {video.id} annotations[{i}]"
         if isinstance(ann, Mapping) and ann.get("video_id", video.id) != video.id:
             raise YTVISInputError(
                 f"{where}: video_id {ann['video_id']!r} differs from the video's {video.id}"
             )
-        _parse_annotation(ann, video, categories, where, seen)
+        _parse_annotation(ann, video, categories, where, seen, uncompressed)
+    _compress_frames(uncompressed)
     return video
 
 
@@ -478,11 +541,16 @@ def load_results(results, gt: GroundTruth) -> dict[int, VideoDets]:
         if dets is None:
             dets = per_video[video.id] = VideoDets()
         _parse_result(r, pos, video, gt.categories, dets, where)
-    frames = []
-    for vid, dets in per_video.items():
-        hw = gt.videos[vid].height * gt.videos[vid].width
-        frames += _compressed_frames(dets.segmentations, hw, lambda k, t, d=dets: f"{source}: results[{d.order[k]}] frame {t}")
-    _refuse_corrupt_rles(frames)
+    _check_rles(
+        [
+            (
+                d,
+                gt.videos[vid].height * gt.videos[vid].width,
+                lambda k, t, d=d: f"{source}: results[{d.order[k]}] frame {t}",
+            )
+            for vid, d in per_video.items()
+        ]
+    )
     return per_video
 
 

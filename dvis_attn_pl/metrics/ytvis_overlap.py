@@ -8,7 +8,8 @@ are returned: every IoU threshold is >= 0.5, so the others can never match.
 Two routes give identical numbers:
 
 * :func:`rle_overlaps` (result files, dataset items), for many videos at once: masks stay RLE.
-  Per-frame pixel counts come from pycocotools' C ``area``; per-frame IoUs from one C ``iou``
+  Per-frame pixel counts come from the file readers' decoding (or pycocotools' C ``area`` when
+  the tracks come without them); per-frame IoUs from one C ``iou``
   call per video, and ``|d & g| = round(iou * (|d| + |g|) / (1 + iou))`` (exact: the error is
   < 1e-6 pixel). So that this single call scores only pairs of the same frame and category, each
   (category, frame) slot gets its own nominal RLE width: pycocotools decodes the runs whatever the
@@ -58,11 +59,14 @@ def rle_areas(rles: Sequence[dict]) -> np.ndarray:
 @dataclass
 class TrackSet:
     """Tracks of several videos, grouped by video: per track its video position, category and
-    per-frame compressed RLE dicts (``None`` = absent); all tracks of a video have its length."""
+    per-frame compressed RLE dicts (``None`` = absent); all tracks of a video have its length.
+    ``areas``, when known (the file readers decode every RLE once), holds the pixel counts of the
+    present frames, track by track; otherwise pycocotools counts them."""
 
     video: np.ndarray  # (N,) int64 position of the track's video in ``sizes``
     cats: np.ndarray  # (N,) int64
     segs: Sequence[Sequence]  # N lists of frames
+    areas: np.ndarray | None = None  # (present frames,) int64
 
 
 @dataclass
@@ -78,6 +82,10 @@ class _Frames:
 def _present_frames(tracks: TrackSet, wanted: np.ndarray | None = None) -> _Frames:
     """Present frames (of the ``wanted`` tracks only, when given) and their pixel counts."""
     segs = tracks.segs
+    if tracks.areas is not None and wanted is not None:  # the known areas are those of all tracks
+        f = _present_frames(tracks)
+        keep = wanted[f.track]
+        return _Frames(f.track[keep], f.frame[keep], list(compress(f.rles, keep)), f.areas[keep])
     index = np.arange(len(segs)) if wanted is None else np.nonzero(wanted)[0]
     frames = list(chain.from_iterable(segs[i] for i in index.tolist()))
     flags = list(map(is_not, frames, repeat(None)))
@@ -86,7 +94,8 @@ def _present_frames(tracks: TrackSet, wanted: np.ndarray | None = None) -> _Fram
     frame = np.arange(len(track)) - np.repeat(np.cumsum(lens) - lens, lens)
     present = np.array(flags, dtype=bool)
     rles = list(compress(frames, flags))
-    return _Frames(track[present], frame[present], rles, rle_areas(rles))
+    areas = np.asarray(tracks.areas, dtype=np.int64) if tracks.areas is not None else rle_areas(rles)
+    return _Frames(track[present], frame[present], rles, areas)
 
 
 def _keys(tracks: TrackSet, f: _Frames, cat_index: np.ndarray, n_cats: int, n_frames: int) -> np.ndarray:
