@@ -247,11 +247,13 @@ def test_compressed_rle_check_refuses_corrupt_counts(monkeypatch):
 
     good = _rle(np.eye(6, 8, dtype=bool))["counts"]
     cases = [good, "!!!!", good[:-1], good + "0", "", "zzzz", good, good.replace(good[1], "~", 1)]
+    cases.append(good[:1] + "\u00e9" + good[2:])  # a non-ASCII character where a valid one was
     pixels = [48] * len(cases)
     pixels[6] = 49  # a valid string for another mask size
-    assert rle.invalid_compressed_rles(cases, pixels).tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert rle.invalid_compressed_rles(cases, pixels).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert rle.invalid_compressed_rles([c.encode("utf-8") for c in cases], pixels).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
     monkeypatch.setattr(rle, "_CHUNK_CHARS", 5)  # the same answer when decoded in many chunks
-    assert rle.invalid_compressed_rles(cases, pixels).tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert rle.invalid_compressed_rles(cases, pixels).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_corrupt_rle_counts_name_the_annotation_and_frame(tmp_path):
@@ -259,3 +261,30 @@ def test_corrupt_rle_counts_name_the_annotation_and_frame(tmp_path):
     data["annotations"][0]["segmentations"][0]["counts"] = "!!!!"
     with pytest.raises(YTVISFormatError, match=r"annotations\[0\] \(id 5\): segmentations\[0\] is not a valid compressed RLE"):
         load_ytvis_json(_write(tmp_path, data))
+
+
+def test_run_length_encoding_matches_pycocotools_character_for_character():
+    """Uncompressed runs (zero runs, one run, runs needing several characters, an empty list) encode
+    as pycocotools encodes them, and decode back to their areas."""
+    from dvis_attn_pl.data.rle import check_compressed_rles, encode_run_lengths
+
+    rng = np.random.default_rng(5)
+    lists, sizes = [], []
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 80, 2))
+        cuts = np.sort(rng.integers(0, h * w + 1, int(rng.integers(0, 14))))
+        lists.append(np.diff(np.r_[0, cuts, h * w]).tolist())
+        sizes.append((h, w))
+    lists += [[0, 999_000, 1000], [2**32 - 1]]
+    sizes += [(1000, 1000), (1, 2**32 - 1)]
+    flat = np.array([r for runs in lists for r in runs], dtype=np.int64)
+    got = encode_run_lengths(flat, [len(runs) for runs in lists])
+    expected = [
+        mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)["counts"].decode()
+        for runs, (h, w) in zip(lists, sizes)
+    ]
+    assert got == expected
+    invalid, areas = check_compressed_rles(got, [h * w for h, w in sizes])
+    assert not invalid.any()
+    assert areas.tolist() == [sum(runs[1::2]) for runs in lists]
+    assert encode_run_lengths(np.zeros(0, dtype=np.int64), [0]) == [""]

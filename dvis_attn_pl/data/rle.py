@@ -25,6 +25,7 @@ __all__ = [
     "rle_bbox",
     "invalid_compressed_rles",
     "check_compressed_rles",
+    "encode_run_lengths",
 ]
 
 
@@ -192,6 +193,32 @@ def check_compressed_rles(
     return invalid, areas
 
 
+_GROUP_LIMITS = 1 << (5 * np.arange(1, _MAX_CHARS_PER_COUNT) - 1)  # |value| from which k+1 groups are needed
+
+
+def encode_run_lengths(runs: np.ndarray, sizes: Sequence[int]) -> list[str]:
+    """Compressed COCO RLE ``counts`` strings of uncompressed run lengths laid end to end (``sizes``:
+    runs per mask), character for character as pycocotools encodes them, with array operations."""
+    runs = np.asarray(runs, dtype=np.int64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    stop = np.cumsum(sizes)
+    first = stop - sizes
+    delta = runs.copy()
+    delta[2:] -= runs[:-2]  # run j > 2 is stored as its difference to run j - 2 ...
+    for j in range(3):  # ... and runs 0, 1, 2 of each mask as they are
+        head = first[sizes > j] + j
+        delta[head] = runs[head]
+    chars = np.searchsorted(_GROUP_LIMITS, np.where(delta < 0, ~delta, delta), side="right") + 1
+    start = np.cumsum(chars) - chars
+    out = np.empty(int(chars.sum()), dtype=np.uint8)
+    for k in range(int(chars.max(initial=0))):  # 5-bit groups, low first; 0x20 marks "more follow"
+        sel = np.flatnonzero(chars > k) if k else slice(None)
+        out[start[sel] + k] = 48 + ((delta[sel] >> (5 * k)) & 0x1F) + np.where(chars[sel] > k + 1, 0x20, 0)
+    text = out.tobytes().decode("ascii")
+    bounds = np.r_[0, np.cumsum(chars)]
+    return [text[b:e] for b, e in zip(bounds[first].tolist(), bounds[stop].tolist())]
+
+
 def invalid_compressed_rles(counts: Sequence[str | bytes], pixels: Sequence[int]) -> np.ndarray:
     """Indices of the compressed COCO RLE ``counts`` strings that are not a mask of ``pixels[i]`` pixels."""
     return np.flatnonzero(check_compressed_rles(counts, pixels)[0])
@@ -206,9 +233,13 @@ def _check_chunk(counts: Sequence[str | bytes], pixels: Sequence[int]) -> tuple[
     meaningless mask without complaint, so they are refused up front.
     """
     n = len(counts)
-    raw = [c.encode("ascii", "replace") if isinstance(c, str) else bytes(c) for c in counts]
-    lengths = np.fromiter(map(len, raw), dtype=np.int64, count=n)
-    joined = b"".join(raw)
+    if all(type(c) is str for c in counts):  # one encoding: a non-ASCII character becomes one '?'
+        lengths = np.fromiter(map(len, counts), dtype=np.int64, count=n)
+        joined = "".join(counts).encode("ascii", "replace")
+    else:
+        raw = [c.encode("ascii", "replace") if isinstance(c, str) else bytes(c) for c in counts]
+        lengths = np.fromiter(map(len, raw), dtype=np.int64, count=n)
+        joined = b"".join(raw)
     code = np.frombuffer(joined, dtype=np.uint8)
     invalid = lengths == 0
     stop = np.cumsum(lengths)

@@ -41,7 +41,7 @@ from itertools import chain
 
 import numpy as np
 
-from .ytvis_io import GroundTruth, VideoDets, VideoGT, load_ground_truth, load_results
+from .ytvis_io import GroundTruth, VideoDets, VideoGT, gc_paused, load_ground_truth, load_results
 from .ytvis_overlap import BatchOverlaps, TrackSet, rle_overlaps
 
 __all__ = [
@@ -521,5 +521,6 @@ def evaluate_ytvis(gt, results, per_category: bool = False) -> dict:
     :class:`~dvis_attn_pl.metrics.ytvis_io.YTVISInputError` (a ``ValueError``, one line naming the
     file and the problem).
     """
-    truth = load_ground_truth(gt)
-    return evaluate_truth(truth, load_results(results, truth), per_category=per_category)
+    with gc_paused():
+        truth = load_ground_truth(gt)
+        return evaluate_truth(truth, load_results(results, truth), per_category=per_category)

@@ -19,13 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..data.rle import check_compressed_rles
+from ..data.rle import check_compressed_rles, encode_run_lengths
 
 try:  # about twice as fast on YTVIS files (mostly RLE strings); the standard parser is the fallback
     import orjson
@@ -43,6 +44,7 @@ __all__ = [
     "parse_categories",
     "parse_video_ground_truth",
     "parse_video_predictions",
+    "gc_paused",
 ]
 
 MEMORY = "<memory>"
@@ -91,7 +93,9 @@ class GroundTruth:
 
 
 @contextmanager
-def _gc_paused():
+def gc_paused():
+    """No garbage collection inside: parsing and checking allocate many small objects and no cycles,
+    and a full collection over a parsed file costs more than the parse."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -113,7 +117,7 @@ def read_json(obj, what: str, source: str = MEMORY):
         except OSError as exc:
             raise YTVISInputError(f"{path}: cannot read the {what} file ({exc.strerror or exc})") from None
         try:
-            with _gc_paused():  # parsing allocates many small objects: collections only cost time
+            with gc_paused():  # parsing allocates many small objects: collections only cost time
                 return _loads(text), str(path)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise YTVISInputError(f"{path}: not valid JSON ({exc})") from None
@@ -216,16 +220,28 @@ def _bad_frame(seg, h: int, w: int, where: str, results: bool) -> YTVISInputErro
     )
 
 
+def _plain_rles(segs: list, hw: list[int]) -> bool:
+    """Whether every frame is None or a dict with ``size == hw`` and str ``counts`` (C-level passes)."""
+    present = [s for s in segs if s is not None]
+    if not set(map(type, present)) <= {dict}:
+        return False
+    try:
+        sizes, counts = list(map(itemgetter("size"), present)), list(map(itemgetter("counts"), present))
+    except KeyError:
+        return False
+    return all(map(hw.__eq__, sizes)) and set(map(type, counts)) <= {str}
+
+
 def _result_frames(segs: list, h: int, w: int, where: str) -> list:
     """A result's frames: compressed RLE dicts kept as they are, absent frames as ``None``."""
     hw = [h, w]
+    if _plain_rles(segs, hw):  # the usual case: nothing to convert, the list is used as it is (never modified)
+        return segs
     odd = [
         t
         for t, s in enumerate(segs)
         if s is not None and (type(s) is not dict or s.get("size") != hw or type(s.get("counts")) is not str)
     ]
-    if not odd:  # the usual case: nothing to convert, the list is used as it is (never modified)
-        return segs
     out = list(segs)
     for t in odd:
         s = segs[t]
@@ -291,42 +307,44 @@ def _gt_frames(segs: list, h: int, w: int, where: str, uncompressed: list[_Uncom
     return out
 
 
-def _valid_run_lists(lists: list[list], pixels: int) -> bool:
-    """Whether every list holds non-negative integers (not booleans) that add up to ``pixels``."""
+def _run_lengths(lists: list[list], pixels: int) -> np.ndarray | None:
+    """The runs of ``lists`` laid end to end, when every list holds non-negative integers (not
+    booleans) that add up to ``pixels``; else None."""
     flat = list(chain.from_iterable(lists))
     if not set(map(type, flat)) <= {int}:  # what a json parser gives; anything else: one by one
-        return all(_is_int(c) for c in flat) and _valid_run_lists(
-            [[int(c) for c in x] for x in lists], pixels
-        )
-    if not flat:
-        return all(pixels == 0 for _ in lists)
+        if not all(_is_int(c) for c in flat):
+            return None
+        flat = [int(c) for c in flat]
+    sizes = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
     try:
         runs = np.array(flat, dtype=np.int64)
     except OverflowError:
-        return False
-    sizes = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    if (runs < 0).any() or (runs > pixels).any() or not sizes.all():
-        return False
-    return bool((np.add.reduceat(runs, np.cumsum(sizes) - sizes) == pixels).all())
+        return None
+    if not sizes.all() or (runs < 0).any() or (runs > pixels).any():
+        return None
+    if not (np.add.reduceat(runs, np.cumsum(sizes) - sizes) == pixels).all():
+        return None
+    return runs
 
 
 def _compress_frames(uncompressed: list[_Uncompressed]) -> None:
     """Check the uncompressed RLEs (see :func:`_gt_frames`) and replace each by its compressed RLE
-    (one pycocotools call per mask size); the first bad one in file order is refused."""
+    (all masks of one size encoded together); the first bad one in file order is refused."""
     by_size: dict[tuple[int, int], list[_Uncompressed]] = {}
     for entry in uncompressed:
         by_size.setdefault((entry.h, entry.w), []).append(entry)
-    if not all(_valid_run_lists([e.counts for e in group], h * w) for (h, w), group in by_size.items()):
+    runs = {(h, w): _run_lengths([e.counts for e in group], h * w) for (h, w), group in by_size.items()}
+    if any(r is None for r in runs.values()):
         for e in uncompressed:
-            if not _valid_run_lists([e.counts], e.h * e.w):
+            if _run_lengths([e.counts], e.h * e.w) is None:
                 raise YTVISInputError(
                     f"{e.where}: uncompressed RLE counts must be non-negative integers summing to "
                     f"{e.h}*{e.w}={e.h * e.w}"
                 )
     for (h, w), group in by_size.items():
-        rles = mask_utils.frPyObjects([{"size": [h, w], "counts": e.counts} for e in group], h, w)
-        for e, rle in zip(group, rles):
-            e.frames[e.t] = rle
+        strings = encode_run_lengths(runs[h, w], [len(e.counts) for e in group])
+        for e, counts in zip(group, strings):
+            e.frames[e.t] = {"size": [h, w], "counts": counts}
 
 
 def _average_area(areas: list, where: str) -> float:
