@@ -233,9 +233,11 @@ def bench_metric_rows(
             ratio_kind="speedup",
             spread=(official / max(ours), official / min(ours)),
             repeats=len(ours),
-            target=">= 10x faster",
-            met=official / med >= 10,
-            note=f"AP {stats['ours']['AP']:.4f}",
+            # side by side, the official evaluator's own time is the measure, not this old anchor
+            target="" if official_dir is not None else ">= 10x faster",
+            met=None if official_dir is not None else official / med >= 10,
+            note=f"AP {stats['ours']['AP']:.4f}"
+            + ("; the goal is judged on the side-by-side row" if official_dir is not None else ""),
         )
     ]
     if official_dir is not None:
