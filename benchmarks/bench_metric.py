@@ -6,9 +6,9 @@ then times ``dvis_attn_pl.metrics.evaluate_ytvis`` (median of repeats; from the 
 official tool runs, and from already-loaded json) against :func:`naive_evaluate`, a plain
 per-pair implementation written here from the spec (decoded masks, Python loops over pairs,
 frames, thresholds and detections), checks that both give the same 12 statistics and prints a
-markdown table. With ``--official DIR`` (a folder holding the official ``ytvos.py`` and
-``ytvoseval.py``: ``PythonAPI/pycocotools`` of ``youtubevos/cocoapi``, or the ``ytvis_api`` copy
-that Mask2Former/DVIS vendor) the official evaluator runs side by side in the same process on the
+markdown table and the time of each stage of ``evaluate_ytvis``. With ``--official DIR`` (a
+folder holding the official ``ytvos.py`` and ``ytvoseval.py``: ``PythonAPI/pycocotools`` of
+``youtubevos/cocoapi``, or the ``ytvis_api`` copy that Mask2Former/DVIS vendor) the official evaluator runs side by side in the same process on the
 same files, with the mechanical patches Mask2Former applies for current numpy, and the statistics
 are compared; without it the ratio uses the 2.5 s anchor from
 ``shared/research/ytvis_metric_spec.md``.
@@ -362,6 +362,34 @@ def _timed(fn, repeats: int) -> tuple[float, float, object]:
     return statistics.median(walls), statistics.median(cpus), out
 
 
+def stage_seconds(gt_path: Path, res_path: Path, repeats: int = 5) -> dict[str, float]:
+    """Where ``evaluate_ytvis`` spends its time: best of ``repeats`` per stage, in the order it runs
+    them (json parsing, ground-truth checks, results checks, overlaps, matching and accumulation)."""
+    from dvis_attn_pl.metrics import ytvis_eval, ytvis_io
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - start)
+        return min(times), out
+
+    with ytvis_io.gc_paused():
+        seconds: dict[str, float] = {}
+        seconds["json parsing (both files)"], (gt, res) = best(
+            lambda: (ytvis_io.read_json(gt_path, "gt")[0], ytvis_io.read_json(res_path, "results")[0])
+        )
+        seconds["ground truth: checks and RLE decoding"], truth = best(lambda: ytvis_io.load_ground_truth(gt))
+        seconds["results: checks and RLE decoding"], dets = best(lambda: ytvis_io.load_results(res, truth))
+        videos, per_video = list(truth.videos.values()), [dets.get(v) for v in truth.videos]
+        seconds["overlaps (pycocotools iou per video)"], tables = best(lambda: ytvis_eval.build_tables(videos, per_video))
+        seconds["matching, accumulation, summary"], _ = best(
+            lambda: ytvis_eval.summarize(*ytvis_eval.evaluate_tables(tables, truth.category_ids))
+        )
+    return seconds
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -420,6 +448,14 @@ def main(argv=None) -> str:
             f"| {name} | {wall:.3f} | {cpu:.3f} | {OFFICIAL_SECONDS / wall:.1f}x | {OFFICIAL_SECONDS / cpu:.1f}x | {vs_naive} |"
         )
     lines.append("(CPU s = process time; on a shared machine wall time also counts other processes' turns)")
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_path, res_path = Path(tmp) / "gt.json", Path(tmp) / "results.json"
+        gt_path.write_text(json.dumps(gt))
+        res_path.write_text(json.dumps(results))
+        stages = stage_seconds(gt_path, res_path, args.repeats)
+    agree += "\nwhere evaluate_ytvis spends its time (best of each stage): " + "; ".join(
+        f"{name} {sec:.3f} s" for name, sec in stages.items()
+    )
     table = "\n".join(lines) + agree + f"\nAP = {ours['AP']:.4f}"
     print(table)
     return table

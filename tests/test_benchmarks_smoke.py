@@ -109,6 +109,16 @@ def test_metric_rows(cache, monkeypatch):
     assert quick[1].ratio is None and "skipped" in quick[1].note
 
 
+def test_metric_stage_breakdown(tmp_path):
+    from benchmarks.bench_metric import make_case, stage_seconds
+
+    gt, results = make_case(videos=3, frames=3, height=160, width=200, categories=4, predictions=9)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    stages = stage_seconds(tmp_path / "gt.json", tmp_path / "res.json", repeats=1)
+    assert len(stages) == 5 and all(s > 0 for s in stages.values())
+
+
 @pytest.mark.slow  # two fresh interpreters running the predict command
 def test_memory_rows(cache):
     rows = bench_memory((1, 2), height=64, width=96, min_frames=2, max_frames=3, data_root=cache)
