@@ -149,6 +149,8 @@ class AttentionCapture(Callback):
         preset: ``none``/``temporal``/``decoder``/``all`` (see :mod:`dvis_attn_pl.capture_presets`).
         kinds: extra attention kinds; ``patterns``: globs on official module paths.
         per_head: keep per-head weights (MHA sites) instead of head-averaged ones.
+        backbone_blocks: ``"stage_ends"`` or ``"all"`` blocks of a ViT-Adapter backbone's
+            self-attention (default: the preset's, else all; see :class:`CaptureBuffer`).
         instances: ``"predicted"`` (rows of the predicted instances) or ``"all"`` (every row).
         top_k: only the first ``top_k`` predictions (by score) define the kept instances.
         map_top_k: predictions for which decoder maps are made (default: the preset's, else all kept).
@@ -171,6 +173,7 @@ class AttentionCapture(Callback):
         kinds: Sequence[str] = (),
         patterns: Sequence[str] = (),
         per_head: bool = False,
+        backbone_blocks: str | None = None,
         instances: str = "predicted",
         top_k: int | None = None,
         map_top_k: int | None = None,
@@ -205,13 +208,20 @@ class AttentionCapture(Callback):
                 )
         if map_top_k is None and preset:
             map_top_k = get_preset(preset).defaults.get("map_top_k")
+        if backbone_blocks is None:
+            backbone_blocks = get_preset(preset).defaults.get("backbone_blocks", "all") if preset else "all"
         self.preset = preset
         self.per_head = per_head
         self.instances = instances
         self.top_k = top_k
         self.map_top_k = map_top_k
         self.buffer = CaptureBuffer(
-            self.kinds, self.patterns, per_head=per_head, frames=frames, max_buffer_bytes=max_buffer_bytes
+            self.kinds,
+            self.patterns,
+            per_head=per_head,
+            backbone_blocks=backbone_blocks,
+            frames=frames,
+            max_buffer_bytes=max_buffer_bytes,
         )
         self.dtype = _parse_dtype(dtype)
         self.tracker_weight_layer = tracker_weight_layer
@@ -224,6 +234,7 @@ class AttentionCapture(Callback):
             "kinds": list(self.kinds),
             "patterns": list(self.patterns),
             "per_head": per_head,
+            "backbone_blocks": backbone_blocks,
             "instances": instances,
             "top_k": top_k,
             "map_top_k": map_top_k,

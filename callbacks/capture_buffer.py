@@ -9,6 +9,7 @@ the bytes counted against an optional budget. Nothing is copied to the host or w
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +18,16 @@ from dvis_attn_pl.model.capture import CaptureSite, enable_capture, select_sites
 
 from .attention_reduce import SEGMENTER_KINDS, TRACKER_KINDS, CapturedCall, site_layer
 
-__all__ = ["CaptureBudgetError", "CaptureBuffer"]
+__all__ = ["BACKBONE_BLOCKS", "CaptureBudgetError", "CaptureBuffer", "stage_end_blocks"]
+
+BACKBONE_BLOCKS = ("all", "stage_ends")
+
+
+def stage_end_blocks(model: torch.nn.Module) -> set[int] | None:
+    """The ViT blocks that end the interaction stages of ``model``'s ViT-Adapter backbone (None
+    without one)."""
+    indexes = getattr(getattr(model, "backbone", None), "interaction_indexes", None)
+    return None if indexes is None else {int(last) for _, last in indexes}
 
 
 class CaptureBudgetError(RuntimeError):
@@ -30,6 +40,9 @@ class CaptureBuffer:
     Args:
         kinds, patterns: the sites to capture (attention kinds; globs on official module paths).
         per_head: the sites emit per-head weights instead of head-averaged ones.
+        backbone_blocks: ``"all"``, or ``"stage_ends"``: of a ViT-Adapter backbone's self-attention
+            (kind ``backbone_self``) only the last block of each interaction stage, unless a glob
+            in ``patterns`` names the block.
         frames: absolute video frames to keep for per-frame kinds (None: all).
         max_buffer_bytes: raise :class:`CaptureBudgetError` when one video buffers more.
     """
@@ -40,11 +53,15 @@ class CaptureBuffer:
         patterns: Sequence[str],
         *,
         per_head: bool = False,
+        backbone_blocks: str = "all",
         frames: Sequence[int] | None = None,
         max_buffer_bytes: int | None = None,
     ) -> None:
+        if backbone_blocks not in BACKBONE_BLOCKS:
+            raise ValueError(f"backbone_blocks must be one of {', '.join(BACKBONE_BLOCKS)}, got {backbone_blocks!r}")
         self.kinds, self.patterns = tuple(kinds), tuple(patterns)
         self.per_head = per_head
+        self.backbone_blocks = backbone_blocks
         self.frames = sorted({int(f) for f in frames}) if frames is not None else None
         self.frame_set = torch.tensor(self.frames, dtype=torch.int64) if self.frames is not None else None
         self.max_buffer_bytes = max_buffer_bytes
@@ -56,7 +73,17 @@ class CaptureBuffer:
     def attach(self, model: torch.nn.Module) -> None:
         """Choose the sites on ``model``."""
         self.model = model
-        self.sites = select_sites(model, self.kinds, self.patterns) if (self.kinds or self.patterns) else []
+        sites = select_sites(model, self.kinds, self.patterns) if (self.kinds or self.patterns) else []
+        ends = stage_end_blocks(model) if self.backbone_blocks == "stage_ends" else None
+        if ends is not None:
+            sites = [
+                s
+                for s in sites
+                if s.site_kind != "backbone_self"
+                or site_layer(s.site_name) in ends
+                or any(fnmatch.fnmatchcase(s.site_name, p) for p in self.patterns)
+            ]
+        self.sites = sites
 
     def start(self) -> None:
         """Empty the buffer and switch the sites to capture (one video)."""

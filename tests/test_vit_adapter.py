@@ -241,3 +241,33 @@ def test_vitl_key_set_and_parameter_count(case):
     #   ViT: patch 787,456 + cls 1,024 + mask 1,024 + pos 1,402,880 + 24 x 12,598,272 + norm 2,048
     #   adapter: level_embed 3,072 + spm 1,760,576 + 6 extractors x 2,830,272 + up 4,195,328 + 4 BN 8,192
     assert sum(p.numel() for p in model.parameters()) == 304_552_960 + 22_948_800
+
+
+def test_capture_all_keeps_the_stage_end_blocks_of_the_backbone(case):
+    """``--capture all`` stores a ViT-Adapter's self-attention of the last block of each interaction
+    stage only (the blocks the adapter reads); ``backbone_blocks="all"`` or a glob naming a block
+    keeps the others."""
+    from callbacks.attention_capture import AttentionCapture
+    from callbacks.capture_buffer import CaptureBuffer
+
+    cfg = _tiny_cfg(case)
+    cfg.MODEL.VIT_ADAPTER.DEPTH = 8
+    cfg.MODEL.VIT_ADAPTER.INTERACTION_INDEXES = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    wrapper = nn.Module()
+    wrapper.backbone = build_backbone(cfg)
+    name_capture_sites(wrapper)
+
+    def blocks(buffer) -> list[int]:
+        buffer.attach(wrapper)
+        return [int(s.site_name.split(".")[3]) for s in buffer.sites if s.site_kind == "backbone_self"]
+
+    assert blocks(CaptureBuffer(["backbone_self"], [], backbone_blocks="stage_ends")) == [1, 3, 5, 7]
+    assert blocks(CaptureBuffer(["backbone_self"], [])) == list(range(8))
+    named = CaptureBuffer(["backbone_self"], ["backbone.vit_module.blocks.2.attn"], backbone_blocks="stage_ends")
+    assert blocks(named) == [1, 2, 3, 5, 7]
+    every = AttentionCapture(None, preset="all")
+    assert every.run_info["backbone_blocks"] == "stage_ends" and blocks(every.buffer) == [1, 3, 5, 7]
+    assert blocks(AttentionCapture(None, preset="all", backbone_blocks="all").buffer) == list(range(8))
+    assert AttentionCapture(None, preset="temporal").run_info["backbone_blocks"] == "all"
+    with pytest.raises(ValueError, match="backbone_blocks"):
+        CaptureBuffer(["backbone_self"], [], backbone_blocks="last")
