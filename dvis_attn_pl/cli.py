@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .run.precision import PRECISIONS
 from .utils.compat import file_being_written, install_thread_excepthook
 from .utils.errors import UserError, one_line
 
@@ -30,9 +31,6 @@ COMMANDS = ("test", "predict", "evaluate", "analyze", "fit", "control")
 CAPTURE_PRESETS = ("none", "temporal", "decoder", "all")
 MODEL_SOURCES = ("native", "detectron2")
 DEFAULT_MODEL_CONFIG = "tiny_fish"
-# the model runs in float32, optionally under autocast: "true" half/double precisions cast the
-# weights but not the frames, and fail mid-run
-PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")
 
 # (attribute, what it must be): paths checked before a command starts.
 _PATH_ARGS = (
@@ -191,7 +189,8 @@ def _add_hardware_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     hw.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp; default auto")
     hw.add_argument(
         "--precision", default="32-true", choices=PRECISIONS, metavar="PRECISION",
-        help="Lightning precision: 32-true (default), 16-mixed (like the official fp16 autocast eval), bf16-mixed",
+        help="32-true (default: exact float32, TF32 off), tf32 (float32 with TF32 tensor-core matmuls and "
+        "convolutions on NVIDIA GPUs), 16-mixed (like the official fp16 autocast eval), bf16-mixed",
     )
     hw.add_argument("--num-nodes", metavar="N", type=_positive_int, default=1, help="number of nodes (default 1)")
     return hw

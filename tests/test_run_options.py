@@ -40,3 +40,26 @@ def test_fingerprint_values_are_those_of_earlier_versions(small_set, tmp_path):
                         "capture", "precision", "model_source"]
     assert (fp["command"], fp["checkpoint"], fp["max_videos"], fp["capture"], fp["precision"], fp["model_source"]) == (
         "predict", None, 1, "none", "bf16-mixed", "native")
+
+
+@pytest.mark.parametrize(
+    ("flag", "lightning", "tf32"),
+    [("32-true", "32-true", False), ("tf32", "32-true", True), ("bf16-mixed", "bf16-mixed", False)],
+)
+def test_precision_tf32_is_float32_with_tensor_cores_and_the_default_keeps_them_off(tmp_path, flag, lightning, tf32):
+    """``--precision tf32`` is Lightning's float32 with TF32 matmuls and cuDNN convolutions allowed;
+    every other precision turns both off (PyTorch itself allows TF32 convolutions by default)."""
+    import torch
+
+    from dvis_attn_pl.run.runner import build_trainer
+
+    opts = _options("predict", "--random-weights", "--capture", "none", "--precision", flag)
+    assert opts.hardware.precision == flag
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not tf32
+        trainer = build_trainer(opts.hardware, tmp_path, [], tensorboard=False)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+        assert trainer.precision == lightning
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

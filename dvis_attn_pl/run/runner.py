@@ -12,6 +12,7 @@ from ..utils.compat import disable_lightning_signal_handlers
 from ..utils.errors import UserError
 from ..utils.run_layout import TENSORBOARD_DIR, RunLayout
 from .options import Hardware, RunOptions
+from .precision import lightning_precision, set_float32_matmul
 from .preflight import check_inputs, check_run_dir_creatable, first_process_of_node, load_data, select_videos
 
 RUN_DIR_ENV = "DVIS_ATTN_PL_RUN_DIR"
@@ -161,12 +162,13 @@ def build_trainer(hardware: Hardware, run_dir: Path, callbacks: list, tensorboar
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    set_float32_matmul(hardware.precision)
     try:
         trainer = L.Trainer(
             accelerator=hardware.accelerator,
             devices=hardware.devices if hardware.devices == "auto" else _parse_devices(hardware.devices),
             strategy=hardware.strategy,
-            precision=hardware.precision,
+            precision=lightning_precision(hardware.precision),
             num_nodes=hardware.num_nodes,
             use_distributed_sampler=False,
             logger=TensorBoardLogger(str(run_dir), name="", version=TENSORBOARD_DIR, default_hp_metric=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..run.options import Hardware
+from ..run.precision import lightning_precision, set_float32_matmul
 from ..utils.errors import UserError
 from ..utils.io_utils import atomic_write_bytes, atomic_write_json
 from . import STAGES
@@ -209,11 +210,12 @@ def fit_stage(opt: FitOptions, stage: str, first: bool) -> dict:
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # eval mode on purpose
     ckpt_dir = stage_dir / "checkpoints"
     devices = opt.hardware.devices if opt.hardware.devices == "auto" else _parse_devices(opt.hardware.devices)
+    set_float32_matmul(opt.hardware.precision)
     trainer = L.Trainer(
         accelerator=opt.hardware.accelerator,
         devices=devices,
         strategy=_strategy(opt.hardware.strategy, devices),
-        precision=opt.hardware.precision,
+        precision=lightning_precision(opt.hardware.precision),
         num_nodes=opt.hardware.num_nodes,
         max_steps=max_steps,
         max_epochs=-1,  # max_steps ends the stage (a resumed stage may start a new pass over the samples)
