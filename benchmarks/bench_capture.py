@@ -223,11 +223,21 @@ def bench_capture(
 
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="tiny_cpu", help="bundled config name or YAML path (random weights)")
     parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--frames", type=int, help="frames per video (default: 12 to 16)")
+    parser.add_argument("--size", default="240x320", help="frame size HxW of the synthetic videos")
+    parser.add_argument("--short-edge", type=int, help="test-time resize (default: the config's)")
+    parser.add_argument("--presets", default="temporal,decoder,all", help="comma list, each against no capture")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    rows = bench_capture(videos=args.videos, repeats=args.repeats, device=args.device)
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    frames = {} if args.frames is None else {"min_frames": args.frames, "max_frames": args.frames}
+    rows = bench_capture(
+        config=args.config, videos=args.videos, height=height, width=width, short_edge=args.short_edge,
+        presets=tuple(args.presets.split(",")), repeats=args.repeats, device=args.device, **frames,
+    )
     for row in rows:
         print(row)
     return rows

@@ -56,8 +56,11 @@ class _LoopClock:
         return model
 
 
-def predict_loop_times(data: Path, frames: Path, workers: int, device: str = "cpu") -> tuple[float, float, int]:
-    """``(loop seconds, forward seconds, videos)`` of one in-process ``predict`` run."""
+def predict_loop_times(
+    data: Path, frames: Path, workers: int, device: str = "cpu", config: str | None = None
+) -> tuple[float, float, int]:
+    """``(loop seconds, forward seconds, videos)`` of one in-process ``predict`` run (the shipped
+    model, or ``config`` with random weights)."""
     from dvis_attn_pl.cli import main
     from dvis_attn_pl.lightning_module import DVISDAQModule
     from dvis_attn_pl.run import runner
@@ -77,8 +80,10 @@ def predict_loop_times(data: Path, frames: Path, workers: int, device: str = "cp
     DVISDAQModule.on_predict_start, DVISDAQModule.on_predict_end = on_start, on_end
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            model = [] if config is None else [  # the synthetic set has 5 classes
+                "--model-config", config, "--random-weights", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"]
             code = main(["predict", "--data", str(data), "--frames", str(frames), "--out", str(Path(tmp) / "run"),
-                         "--capture", "none", "--num-workers", str(workers), "--accelerator", device])
+                         "--capture", "none", "--num-workers", str(workers), "--accelerator", device, *model])
     finally:
         runner.build_weighted_model = build
         DVISDAQModule.on_predict_start, DVISDAQModule.on_predict_end = start, end
@@ -89,9 +94,10 @@ def predict_loop_times(data: Path, frames: Path, workers: int, device: str = "cp
 
 def bench_loop(
     videos: int = 6, height: int = 240, width: int = 320, min_frames: int = 12, max_frames: int = 16,
-    workers: tuple[int, ...] | None = None, repeats: int = 1, device: str = "cpu",
+    workers: tuple[int, ...] | None = None, repeats: int = 1, device: str = "cpu", config: str | None = None,
 ) -> list[Row]:
-    """Loop time / forward time per video for each ``workers`` setting (default: 0 and the default)."""
+    """Loop time / forward time per video for each ``workers`` setting (default: 0 and the default),
+    with the shipped model or ``config`` (a YAML path, random weights)."""
     from dvis_attn_pl.data.datamodule import default_num_workers
     from dvis_attn_pl.data.synthetic import write_synthetic_dataset
 
@@ -103,8 +109,9 @@ def bench_loop(
         got: dict[int, list[tuple[float, float, int]]] = {w: [] for w in settings}
         for _ in range(repeats):
             for w in settings:  # interleaved rounds
-                got[w].append(predict_loop_times(data / "valid.json", data / "JPEGImages", w, device))
-    case = f"tiny_cpu, {videos} synthetic videos of {min_frames}-{max_frames} frames {height}x{width}, {device}"
+                got[w].append(predict_loop_times(data / "valid.json", data / "JPEGImages", w, device, config))
+    model = "tiny_fish (shipped)" if config is None else f"{Path(config).stem} (random weights)"
+    case = f"{model}, {videos} synthetic videos of {min_frames}-{max_frames} frames {height}x{width}, {device}"
     for w, runs in got.items():
         loops = sorted(loop / n for loop, _, n in runs)
         forwards = sorted(fwd / n for _, fwd, n in runs)
@@ -186,8 +193,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--config", help="model config YAML with random weights (default: the shipped model)")
+    parser.add_argument("--frames", type=int, help="frames per video (default: 12 to 16)")
+    parser.add_argument("--size", default="240x320", help="frame size HxW of the synthetic videos")
+    parser.add_argument("--device", default="cpu", help="the predict run's --accelerator")
+    parser.add_argument("--loop-only", action="store_true", help="only the loop rows (no host reads, no analyze)")
     args = parser.parse_args(argv)
-    rows = bench_loop(videos=args.videos, repeats=args.repeats) + bench_host_reads() + bench_analyze(args.repeats)
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    frames = {} if args.frames is None else {"min_frames": args.frames, "max_frames": args.frames}
+    rows = bench_loop(videos=args.videos, height=height, width=width, repeats=args.repeats, device=args.device,
+                      config=args.config, **frames)
+    if not args.loop_only:
+        rows += bench_host_reads() + bench_analyze(args.repeats)
     for row in rows:
         print(row)
     return rows

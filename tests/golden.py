@@ -18,6 +18,16 @@ from tests.shared_data import SHARED, require_shared
 
 GOLDEN = SHARED / "golden"
 CASES = ("r50_online_tiny", "r50_offline_tiny", "vitadapter_offline_tiny")
+# The shrunk ViT of the ViT-Adapter case (its README): dim 64, depth 4, 4 heads, adapter 4 deform
+# heads, conv_inplane 16, one ViT block per interaction.
+TINY_VIT_SIZES = {
+    "EMBED_DIM": 64,
+    "DEPTH": 4,
+    "NUM_HEADS": 4,
+    "DEFORM_NUM_HEADS": 4,
+    "CONV_INPLANE": 16,
+    "INTERACTION_INDEXES": [[0, 0], [1, 1], [2, 2], [3, 3]],
+}
 
 
 @dataclass
@@ -149,3 +159,24 @@ def assert_outputs_match(out: dict, case: GoldenCase, video: int, label: str = "
         assert tuple(out["image_size"]) == (meta["height"], meta["width"]), label
     if "task" in out:
         assert out["task"] == "vis", label
+
+
+def golden_config(case: GoldenCase):
+    """The case's own (official) config; for the ViT-Adapter case with its shrunk ViT sizes set."""
+    cfg = case.cfg.clone()
+    if case.name == "vitadapter_offline_tiny":
+        cfg.defrost()
+        for key, value in TINY_VIT_SIZES.items():
+            cfg.MODEL.VIT_ADAPTER[key] = value
+    return cfg
+
+
+def golden_model(name: str, cfg=None):
+    """``(case, model)``: the case's official weights loaded strictly into ``cfg`` (default:
+    :func:`golden_config`)."""
+    from dvis_attn_pl import build_model, load_checkpoint
+
+    case = golden_case(name)
+    model = build_model(golden_config(case) if cfg is None else cfg)
+    load_checkpoint(model, case.path / "model.safetensors")
+    return case, model

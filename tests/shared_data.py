@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ``../shared`` beside the checkout; DVIS_ATTN_PL_SHARED names another copy (e.g. on a machine
+# where only the working tree travels)
+SHARED = Path(os.environ.get("DVIS_ATTN_PL_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 REQUIRE_ENV = "DVIS_ATTN_PL_REQUIRE_GOLDEN"
 MISSING = "shared reference data missing: "
 

@@ -207,3 +207,19 @@ def test_intervention_rows():
     assert {r.variant for r in rows} >= {"freeze", "shuffle-1", "silhouette", "uniform_pooling", "deletion"}
     for row in rows:
         check_row(row)
+
+
+def test_precision_modes_against_the_official_outputs():
+    """32-true reproduces the official float32 outputs of a golden case within the golden tolerance;
+    tf32 changes nothing on a CPU (TF32 is a tensor-core mode); every mode gives a row."""
+    import torch
+
+    from benchmarks.bench_precision import MODES, bench_precision
+
+    rows = {r["mode"]: r for r in bench_precision(torch.device("cpu"), repeats=1, cases=["r50_offline_tiny"])}
+    assert set(rows) == set(MODES)
+    exact = rows["32-true"]
+    assert exact["videos_paired"] == "2/2" and exact["max_score_diff"] < 1e-5
+    assert exact["max_mask_pixels_differing"] < 1e-3
+    for key in ("videos_paired", "max_score_diff", "max_mask_pixels_differing"):
+        assert rows["tf32"][key] == exact[key]

@@ -16,7 +16,7 @@ from dvis_attn_pl.model.meta_arch_offline import (
     OfflineInferenceTrace,
     official_topk,
 )
-from tests.golden import assert_close_ref, assert_outputs_match, golden_case
+from tests.golden import assert_close_ref, assert_outputs_match, golden_case, golden_config
 
 CASE = "r50_offline_tiny"
 ATTN_ATOL = 1e-5
@@ -281,12 +281,7 @@ def test_fish_dvis_case_matches_golden():
     """ViT-Adapter, one 7-frame window (TEST.WINDOW_SIZE 100), tracker ``forward_offline_mode``,
     NUM_NEW_INS 5 < 20 queries; all online sequences go to the refiner (fewer than the top-k)."""
     fish = golden_case("vitadapter_offline_tiny")
-    from tests.test_vit_adapter import TINY_SIZES
-
-    cfg = fish.cfg.clone()
-    cfg.defrost()
-    for key, value in TINY_SIZES.items():
-        cfg.MODEL.VIT_ADAPTER[key] = value
+    cfg = golden_config(fish)
     cfg.MODEL.COMPAT = "fish-dvis"
     model = _build(cfg, fish.state_dict)
     assert model.fish_compat and model.window_size == 100

@@ -19,7 +19,7 @@ import dvis_attn_pl
 from dvis_attn_pl import build_model, load_checkpoint, load_config
 from dvis_attn_pl.config import config_path
 from dvis_attn_pl.model.checkpoint import CheckpointError
-from tests.golden import golden_case
+from tests.golden import golden_case, golden_model
 from tests.vis_output import check_vis_output
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -129,20 +129,9 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
 def _golden_model(name: str):
     """The golden case's weights in our config: ``tiny_cpu`` for the R50 cases, the case's own
     config (with its shrunk ViT sizes) for the ViT-Adapter case."""
-    case = golden_case(name)
     if name == "vitadapter_offline_tiny":
-        from tests.test_vit_adapter import TINY_SIZES
-
-        cfg = case.cfg.clone()
-        cfg.defrost()
-        for key, value in TINY_SIZES.items():
-            cfg.MODEL.VIT_ADAPTER[key] = value
-    else:
-        arch = "DVIS_DAQ_online" if "online" in name else "DVIS_DAQ_offline"
-        cfg = _tiny(arch)
-    model = build_model(cfg)
-    load_checkpoint(model, case.path / "model.safetensors")
-    return case, model
+        return golden_model(name)
+    return golden_model(name, _tiny("DVIS_DAQ_online" if "online" in name else "DVIS_DAQ_offline"))
 
 
 @pytest.mark.parametrize("name", ["r50_online_tiny", "r50_offline_tiny", "vitadapter_offline_tiny"])

@@ -11,19 +11,10 @@ from dvis_attn_pl.model.backbone.base import ShapeSpec, build_backbone
 from dvis_attn_pl.model.backbone.vit_adapter import ViTAdapter, ViTAdapterSizes, vit_adapter_sizes
 from dvis_attn_pl.model.capture import disable_capture, enable_capture, name_capture_sites, select_sites
 from dvis_attn_pl.utils.errors import UserError
-from tests.golden import assert_close_ref, golden_case
+from tests.golden import TINY_VIT_SIZES, assert_close_ref, golden_case
 
 CASE = "vitadapter_offline_tiny"
-# The shrunk ViT of the golden case (its README): dim 64, depth 4, 4 heads, adapter 4 deform heads,
-# conv_inplane 16, one ViT block per interaction.
-TINY_SIZES = {
-    "EMBED_DIM": 64,
-    "DEPTH": 4,
-    "NUM_HEADS": 4,
-    "DEFORM_NUM_HEADS": 4,
-    "CONV_INPLANE": 16,
-    "INTERACTION_INDEXES": [[0, 0], [1, 1], [2, 2], [3, 3]],
-}
+TINY_SIZES = TINY_VIT_SIZES
 VITL_SIZES = ViTAdapterSizes(1024, 24, 16, 16, 64, ((0, 5), (6, 11), (12, 17), (18, 23)))
 
 
