@@ -173,6 +173,7 @@ _CONTINUES = 80  # '0' + 0x20: from here on a character continues its run length
 _GROUP = np.zeros(256, dtype=np.int64)  # the 5-bit group of each character
 _GROUP[48:80] = np.arange(32) - np.where(np.arange(32) >= 16, 32, 0)  # a run's last group is signed
 _GROUP[80:112] = np.arange(32)
+_GROUP_LIMITS = 1 << (5 * np.arange(1, _MAX_CHARS_PER_COUNT) - 1)  # |value| from which k+1 groups are needed
 
 
 def check_compressed_rles(
@@ -191,9 +192,6 @@ def check_compressed_rles(
             )
             begin, size = i + 1, 0
     return invalid, areas
-
-
-_GROUP_LIMITS = 1 << (5 * np.arange(1, _MAX_CHARS_PER_COUNT) - 1)  # |value| from which k+1 groups are needed
 
 
 def encode_run_lengths(runs: np.ndarray, sizes: Sequence[int]) -> list[str]:
