@@ -182,15 +182,19 @@ def check_compressed_rles(
     """``(invalid, areas)`` of compressed COCO RLE ``counts`` strings: per string, whether it is not
     a mask of ``pixels[i]`` pixels (see :func:`_check_chunk`) and its foreground pixel count (as
     pycocotools' ``area``; meaningless where invalid). Decoded in chunks of about 64k characters."""
-    invalid, areas = np.zeros(len(counts), dtype=bool), np.zeros(len(counts), dtype=np.int64)
-    begin, size = 0, 0
-    for i, c in enumerate(counts):
-        size += len(c)
-        if size >= _CHUNK_CHARS or i == len(counts) - 1:
-            invalid[begin : i + 1], areas[begin : i + 1] = _check_chunk(
-                counts[begin : i + 1], pixels[begin : i + 1]
-            )
-            begin, size = i + 1, 0
+    n = len(counts)
+    invalid, areas = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    if not n:
+        return invalid, areas
+    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=n)
+    text = set(map(type, counts)) == {str}
+    pixels = np.asarray(pixels, dtype=np.int64)
+    reach = np.cumsum(lengths)  # a chunk ends with the string that reaches the next multiple of the size
+    ends = np.unique(np.r_[np.searchsorted(reach, np.arange(_CHUNK_CHARS, reach[-1], _CHUNK_CHARS)) + 1, n])
+    for begin, end in zip(np.r_[0, ends[:-1]].tolist(), ends.tolist()):
+        invalid[begin:end], areas[begin:end] = _check_chunk(
+            counts[begin:end], lengths[begin:end], pixels[begin:end], text
+        )
     return invalid, areas
 
 
@@ -222,8 +226,11 @@ def invalid_compressed_rles(counts: Sequence[str | bytes], pixels: Sequence[int]
     return np.flatnonzero(check_compressed_rles(counts, pixels)[0])
 
 
-def _check_chunk(counts: Sequence[str | bytes], pixels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`check_compressed_rles` of a few strings, decoded together with array operations.
+def _check_chunk(
+    counts: Sequence[str | bytes], lengths: np.ndarray, pixels: np.ndarray, text: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_compressed_rles` of a few strings (``lengths``: theirs; ``text``: all are
+    ``str``), decoded together with array operations.
 
     A string is invalid when it has a character outside the alphabet, ends inside a run length,
     has a run length longer than 7 characters, is empty, or decodes to a negative run or to runs
@@ -231,13 +238,10 @@ def _check_chunk(counts: Sequence[str | bytes], pixels: Sequence[int]) -> tuple[
     meaningless mask without complaint, so they are refused up front.
     """
     n = len(counts)
-    if all(type(c) is str for c in counts):  # one encoding: a non-ASCII character becomes one '?'
-        lengths = np.fromiter(map(len, counts), dtype=np.int64, count=n)
+    if text:  # one encoding: a non-ASCII character becomes one '?', so the lengths hold
         joined = "".join(counts).encode("ascii", "replace")
     else:
-        raw = [c.encode("ascii", "replace") if isinstance(c, str) else bytes(c) for c in counts]
-        lengths = np.fromiter(map(len, raw), dtype=np.int64, count=n)
-        joined = b"".join(raw)
+        joined = b"".join(c.encode("ascii", "replace") if isinstance(c, str) else bytes(c) for c in counts)
     code = np.frombuffer(joined, dtype=np.uint8)
     invalid = lengths == 0
     stop = np.cumsum(lengths)
@@ -279,7 +283,7 @@ def _check_chunk(counts: Sequence[str | bytes], pixels: Sequence[int]) -> tuple[
         runs[1::2] *= -1  # alternating sums: (background - foreground) runs, up to the sign of f
         alternating = np.add.reduceat(runs, f) * np.where(f % 2 == 1, -1, 1)
         areas[has_runs] = (totals[has_runs] - alternating) >> 1
-    invalid |= totals != np.asarray(pixels, dtype=np.int64)
+    invalid |= totals != pixels
     return invalid, areas
 
 

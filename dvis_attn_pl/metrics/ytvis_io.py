@@ -232,6 +232,13 @@ def _plain_rles(segs: list, hw: list[int]) -> bool:
     return all(map(hw.__eq__, sizes)) and set(map(type, counts)) <= {str}
 
 
+def _result_tracks(dets: VideoDets, h: int, w: int, where: Callable[[int], str]) -> None:
+    """Check the frames of every result of a video (``where(k)`` names result ``k``) and bring
+    them to :func:`_result_frames`' form: one C-level pass when all are plain RLE dicts."""
+    if not _plain_rles(list(chain.from_iterable(dets.segmentations)), [h, w]):
+        dets.segmentations = [_result_frames(segs, h, w, where(k)) for k, segs in enumerate(dets.segmentations)]
+
+
 def _result_frames(segs: list, h: int, w: int, where: str) -> list:
     """A result's frames: compressed RLE dicts kept as they are, absent frames as ``None``."""
     hw = [h, w]
@@ -529,7 +536,7 @@ def _parse_result(
     dets.categories.append(int(cat))
     dets.scores.append(float(score))
     dets.order.append(pos)
-    dets.segmentations.append(_result_frames(segs, video.height, video.width, where))
+    dets.segmentations.append(segs)  # checked, all results of the video at once, by _result_tracks
 
 
 def _check_result(r, where: str) -> None:
@@ -559,6 +566,9 @@ def load_results(results, gt: GroundTruth) -> dict[int, VideoDets]:
         if dets is None:
             dets = per_video[video.id] = VideoDets()
         _parse_result(r, pos, video, gt.categories, dets, where)
+    for vid, d in per_video.items():
+        v = gt.videos[vid]
+        _result_tracks(d, v.height, v.width, lambda k, d=d: f"{source}: results[{d.order[k]}]")
     _check_rles(
         [
             (
@@ -585,4 +595,5 @@ def parse_video_predictions(
         if r["video_id"] != video.id:
             raise YTVISInputError(f"{where}: video_id {r['video_id']!r} differs from the video's {video.id}")
         _parse_result(r, pos, video, categories, dets, where)
+    _result_tracks(dets, video.height, video.width, lambda k: f"{source}: video {video.id} predictions[{dets.order[k]}]")
     return dets
