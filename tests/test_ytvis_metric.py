@@ -388,6 +388,15 @@ def _mutated(change):
         (lambda g, r: g["annotations"][0].update(video_id=4), "video_id 4 is not one of the file's videos"),
         (lambda g, r: g["annotations"][0]["areas"].append(3), "4 areas for video 1 of 3 frames"),
         (lambda g, r: g["annotations"][0]["segmentations"][0]["counts"].append(1), "summing to 20\\*30=600"),
+        *[  # each kind of bad run, where only pycocotools' own cast would have caught it (or not at all)
+            (
+                lambda g, r, bad=bad: g["annotations"][0]["segmentations"][0].update(
+                    counts=[bad, *g["annotations"][0]["segmentations"][0]["counts"][1:]]
+                ),
+                "frame 0: uncompressed RLE counts must be non-negative integers summing to 20\\*30=600",
+            )
+            for bad in (True, 1.0, -1, 2**64, "1", None)
+        ],
         (
             lambda g, r: g["annotations"][0]["segmentations"][0].update(size=[H, W + 2]),
             "differs from the video's",
