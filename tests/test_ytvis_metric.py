@@ -582,3 +582,67 @@ def test_pixel_counts_from_the_readers_decoding_equal_pycocotools(case):
     counted = build_tables(videos, per_video)
     for name in ("det_area", "pair_det", "pair_gt", "pair_iou"):
         assert np.array_equal(getattr(known, name), getattr(counted, name)), name
+
+
+def _striped_case(period: int, videos: int = 3, tracks: int = 2, frames: int = 4, size: int = 120):
+    """GT tracks as uncompressed RLE and matching results as compressed RLE, of masks striped every
+    ``period`` pixels: a smaller period gives more runs per frame, nothing else changes."""
+    h = w = size
+    mask = (np.arange(h * w).reshape(w, h).T // period) % 2 == 1  # column-major runs of length `period`
+    counts = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    flat = mask.T.ravel().astype(int)  # column-major, as RLE counts run
+    edges = np.flatnonzero(np.diff(np.r_[-1, flat, -1]))  # where each run starts, and the end
+    runs = ([0] if flat[0] else []) + np.diff(edges).tolist()  # runs start with background
+    gt = {"videos": [], "categories": [{"id": 1, "name": "fish"}], "annotations": []}
+    results = []
+    for v in range(1, videos + 1):
+        gt["videos"].append({"id": v, "height": h, "width": w, "length": frames})
+        for k in range(tracks):
+            gt["annotations"].append({
+                "id": v * 10 + k, "video_id": v, "category_id": 1, "iscrowd": 0,
+                "segmentations": [{"size": [h, w], "counts": list(runs)} for _ in range(frames)],
+                "areas": [int(mask.sum())] * frames,
+            })
+            results.append({
+                "video_id": v, "category_id": 1, "score": 0.5 + k / 10,
+                "segmentations": [{"size": [h, w], "counts": counts["counts"].decode()} for _ in range(frames)],
+            })
+    return gt, results, len(runs)
+
+
+def _python_calls(fn) -> int:
+    """Python-level calls (functions, comprehensions, generator steps) made while ``fn`` runs."""
+    import sys
+
+    calls = 0
+
+    def count(frame, event, arg):
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_checks_do_no_python_work_per_run_or_character():
+    """The input checks scale with tracks and frames, never with the runs of a mask or the characters
+    of its RLE string (a Python step per integer once made the metric 4x slower): 60 times more runs
+    per frame (about 170,000 more integers and characters) add only the calls of one more decoding
+    chunk (64k characters each)."""
+    few_gt, few_res, few_runs = _striped_case(period=240)
+    many_gt, many_res, many_runs = _striped_case(period=4)
+    assert many_runs > 50 * few_runs
+
+    def load(gt, res):
+        truth = load_ground_truth(gt)
+        load_results(res, truth)
+
+    assert evaluate_ytvis(few_gt, few_res)["AP"] == pytest.approx(1.0)
+    assert evaluate_ytvis(many_gt, many_res)["AP"] == pytest.approx(1.0)
+    few, many = _python_calls(lambda: load(few_gt, few_res)), _python_calls(lambda: load(many_gt, many_res))
+    assert many < 1.5 * few, (few, many)  # one Python step per run would add > 170,000
