@@ -91,15 +91,17 @@ def temporal_rollout(
     if valid is not None:
         attn = mask_padding(attn, valid.to(attn.device, torch.bool))
     eye = torch.eye(attn.shape[-1], dtype=attn.dtype, device=attn.device)
-    if residual == "identity":
-        steps = _row_normalise(attn + eye)
-    elif residual == "half":
-        steps = (attn + eye) / 2
-    else:
-        steps = attn
-    result = steps[:, 0]
-    for k in range(1, steps.shape[1]):  # loop over layers only (L <= ~6)
-        result = torch.bmm(steps[:, k], result)
+
+    def step(layer: torch.Tensor) -> torch.Tensor:  # one layer's (B, T, T) transition, formed when used
+        if residual == "identity":
+            return _row_normalise(layer + eye)
+        if residual == "half":
+            return (layer + eye) / 2
+        return layer
+
+    result = step(attn[:, 0])
+    for k in range(1, attn.shape[1]):  # loop over layers only (L <= ~6)
+        result = torch.bmm(step(attn[:, k]), result)
     return result
 
 
