@@ -11,10 +11,9 @@ from dvis_attn_pl.model.backbone.base import ShapeSpec, build_backbone
 from dvis_attn_pl.model.backbone.vit_adapter import ViTAdapter, ViTAdapterSizes, vit_adapter_sizes
 from dvis_attn_pl.model.capture import disable_capture, enable_capture, name_capture_sites, select_sites
 from dvis_attn_pl.utils.errors import UserError
-from tests.golden import TINY_VIT_SIZES, assert_close_ref, golden_case
+from tests.golden import TINY_VIT_SIZES, assert_close_ref, golden_case, golden_config
 
 CASE = "vitadapter_offline_tiny"
-TINY_SIZES = TINY_VIT_SIZES
 VITL_SIZES = ViTAdapterSizes(1024, 24, 16, 16, 64, ((0, 5), (6, 11), (12, 17), (18, 23)))
 
 
@@ -23,18 +22,10 @@ def case():
     return golden_case(CASE)
 
 
-def _tiny_cfg(case):
-    cfg = case.cfg.clone()
-    cfg.defrost()
-    for key, value in TINY_SIZES.items():
-        cfg.MODEL.VIT_ADAPTER[key] = value
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def backbone(case):
     """The tiny backbone built through the registry, wrapped so capture sites get official paths."""
-    model = build_backbone(_tiny_cfg(case))
+    model = build_backbone(golden_config(case))
     model.load_state_dict(case.sub_state_dict("backbone."), strict=True)
     wrapper = nn.Module()
     wrapper.backbone = model
@@ -185,14 +176,14 @@ def test_bad_inputs_raise(backbone):
 def test_sizes_from_name_preset_and_errors(case):
     cfg = case.cfg.clone()
     cfg.defrost()
-    for key in TINY_SIZES:
+    for key in TINY_VIT_SIZES:
         cfg.MODEL.VIT_ADAPTER[key] = None
     cfg.MODEL.VIT_ADAPTER.NAME = "vitl"
     assert vit_adapter_sizes(cfg) == VITL_SIZES
     cfg.MODEL.VIT_ADAPTER.NAME = "vitg"
     with pytest.raises(UserError, match="not set and NAME .vitg. has no preset"):
         vit_adapter_sizes(cfg)
-    bad = _tiny_cfg(case)
+    bad = golden_config(case)
     bad.MODEL.VIT_ADAPTER.INTERACTION_INDEXES = [[0, 0], [1, 1], [2, 2], [3, 4]]
     with pytest.raises(UserError, match="INTERACTION_INDEXES"):
         vit_adapter_sizes(bad)
@@ -241,7 +232,7 @@ def test_capture_all_keeps_the_stage_end_blocks_of_the_backbone(case):
     from callbacks.attention_capture import AttentionCapture
     from callbacks.capture_buffer import CaptureBuffer
 
-    cfg = _tiny_cfg(case)
+    cfg = golden_config(case)
     cfg.MODEL.VIT_ADAPTER.DEPTH = 8
     cfg.MODEL.VIT_ADAPTER.INTERACTION_INDEXES = [[0, 1], [2, 3], [4, 5], [6, 7]]
     wrapper = nn.Module()

@@ -100,15 +100,8 @@ def _position_probes(args: argparse.Namespace) -> dict[str, dict]:
 
     json_path = args.data_json or ensure_synthetic_dataset() / "valid.json"
     print("dvis_attn_pl control: position probe of the refiner's inputs", file=sys.stderr, flush=True)
-    probe = probe_weights(SHIPPED_WEIGHTS, json_path, max_videos=args.max_videos or None,
-                          look_alikes=_motion_species(json_path))
+    probe = probe_weights(SHIPPED_WEIGHTS, json_path, max_videos=args.max_videos or None, look_alike_group="motion")
     return {"trained": probe}
-
-
-def _motion_species(json_path: Path) -> set[int]:
-    """Contiguous class ids (sorted dataset ids) of the species the synthetic set separates by motion only."""
-    categories = sorted(json.loads(json_path.read_text(encoding="utf-8"))["categories"], key=lambda c: c["id"])
-    return {i for i, c in enumerate(categories) if c.get("group") == "motion"}
 
 
 def _reproducing_command(args: argparse.Namespace) -> str:

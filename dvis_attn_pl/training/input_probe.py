@@ -272,11 +272,12 @@ def trajectory_separability(
 
 def probe_weights(
     weights: Path, json_path: Path, config: str = "tiny_fish", max_videos: int | None = None,
-    look_alikes: set[int] | None = None,
+    look_alike_group: str | None = None,
 ) -> dict:
     """:func:`decodability` of the model ``config`` with ``weights`` on the annotated videos of
     ``json_path`` (frames in ``JPEGImages/`` beside it; the first ``max_videos`` when given), and with
-    ``look_alikes`` (contiguous class ids) their :func:`trajectory_separability` as ``separability``."""
+    ``look_alike_group`` the :func:`trajectory_separability` of the categories whose ``group`` it is
+    (the synthetic set's ``"motion"`` species) as ``separability``."""
     from ..config import config_path, load_config
     from ..data.ytvis_json import load_ytvis_json
     from ..model.build import build_model
@@ -286,9 +287,12 @@ def probe_weights(
     cfg = load_config(config_path(config))
     model = build_model(cfg).eval()
     load_state_strict(model, *read_checkpoint(weights), weights)
-    videos = load_training_videos(load_ytvis_json(json_path), json_path.parent / "JPEGImages", cfg)
+    data = load_ytvis_json(json_path)
+    videos = load_training_videos(data, json_path.parent / "JPEGImages", cfg)
     tracks = collect_track_inputs(model, videos[:max_videos])
     probe = decodability(tracks)
-    if look_alikes:
+    # contiguous class ids follow the categories sorted by dataset id, as YTVISData keeps them
+    look_alikes = {i for i, c in enumerate(data.categories) if c.extra.get("group") == look_alike_group}
+    if look_alike_group and look_alikes:
         probe["separability"] = trajectory_separability(tracks, look_alikes)
     return probe
